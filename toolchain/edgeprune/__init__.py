@@ -1,0 +1,7 @@
+"""edgeprune: prune skip-units with MSPIC, quantize, and deploy to Jetson-class devices."""
+
+__version__ = "0.1.0"
+
+from edgeprune.errors import EdgepruneError  # noqa: E402
+
+__all__ = ["EdgepruneError", "__version__"]

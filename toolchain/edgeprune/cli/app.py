@@ -1,0 +1,68 @@
+"""The typer application and what every subcommand shares: error handling, consoles, progress."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+from edgeprune.errors import EdgepruneError
+
+app = typer.Typer(
+    name="edgeprune",
+    help="Prune skip-units with MSPIC, quantize, and deploy PyTorch models to Jetson devices.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def command(*args, **kwargs) -> Callable:
+    """``app.command`` that turns an EdgepruneError into one line on stderr and exit code 2."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*a, **kw):
+            try:
+                return fn(*a, **kw)
+            except EdgepruneError as e:
+                err_console.print(f"error: {e}", style="red", soft_wrap=True, highlight=False,
+                                  markup=False)
+                raise typer.Exit(2) from None
+            except KeyboardInterrupt:
+                err_console.print("interrupted", style="red")
+                raise typer.Exit(130) from None
+
+        return app.command(*args, **kwargs)(wrapper)
+
+    return decorate
+
+
+def make_progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
+                    transient=False)
+
+
+@contextmanager
+def epoch_progress(label: str) -> Iterator[Callable]:
+    """A progress callback for :func:`edgeprune.train.train`: one bar per epoch."""
+    with make_progress() as progress:
+        tasks: dict[int, int] = {}
+
+        def update(epoch: int, epochs: int, batch: int, batches: int, loss: float) -> None:
+            if epoch not in tasks:
+                tasks[epoch] = progress.add_task(f"{label} epoch {epoch + 1}/{epochs}",
+                                                 total=batches, info="")
+            progress.update(tasks[epoch], completed=batch, info=f"loss {loss:.3f}")
+
+        yield update

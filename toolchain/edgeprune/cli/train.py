@@ -1,0 +1,68 @@
+"""``edgeprune train`` and ``edgeprune evaluate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from edgeprune.cli.app import command, console, epoch_progress
+
+TRUST_HELP = ("Allow loading a whole pickled nn.Module. Unpickling runs code from the file: use "
+              "it only for files you trust.")
+
+
+@command("train")
+def train_cmd(
+    arch: str = typer.Option(..., "--arch", help="Architecture name (see `edgeprune inspect` "
+                             "docs; e.g. resnet20, resnet56, densenet_bc100, resnet18)."),
+    data: str = typer.Option(..., "--data", help="Data spec: cifar10:DIR, npz:FILE, "
+                             "imagefolder:DIR or digits."),
+    out: Path = typer.Option(..., "--out", help="Where to write the checkpoint (.pt)."),
+    epochs: int = typer.Option(30, "--epochs", min=1, help="Training epochs."),
+    batch_size: int = typer.Option(128, "--batch-size", min=1, help="Mini-batch size."),
+    lr: float = typer.Option(0.1, "--lr", help="Initial learning rate (cosine schedule to 0)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (weights, shuffling, augmentation)."),
+    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
+) -> None:
+    """Train a model from scratch (SGD, momentum 0.9, cosine schedule) and save a checkpoint."""
+    from edgeprune.checkpoint import ModelInfo, save_checkpoint
+    from edgeprune.data import load_dataset
+    from edgeprune.models import create_model
+    from edgeprune.train import TrainConfig, evaluate, seed_everything, train
+
+    ds = load_dataset(data)
+    seed_everything(seed)
+    model = create_model(arch, num_classes=ds.num_classes, in_channels=ds.input_shape[0])
+    with epoch_progress("train") as progress:
+        train(model, ds, TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                                     device=device), progress)
+    result = evaluate(model.cpu(), ds, "test")
+    info = ModelInfo(arch, ds.num_classes, ds.input_shape, ds.mean, ds.std, ds.class_names)
+    save_checkpoint(out, model, info)
+    console.print(f"test accuracy {result.accuracy:.2%} (loss {result.loss:.4f}, n={result.n}); "
+                  f"wrote {out}")
+
+
+@command("evaluate")
+def evaluate_cmd(
+    model: Path = typer.Argument(..., help="Checkpoint (.pt) to evaluate."),
+    data: str = typer.Option(..., "--data", help="Data spec (see `edgeprune train --help`)."),
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    trust_model: bool = typer.Option(False, "--trust-model", help=TRUST_HELP),
+) -> None:
+    """Top-1 accuracy and cross-entropy loss of a model on a data split."""
+    from edgeprune.checkpoint import data_for_model, load_model
+    from edgeprune.data import load_dataset
+    from edgeprune.train import evaluate
+
+    loaded = load_model(model, trust_model=trust_model)
+    ds = data_for_model(loaded, load_dataset(data))
+    r = evaluate(loaded.model, ds, split)
+    if as_json:
+        console.print_json(json.dumps({"accuracy": r.accuracy, "loss": r.loss, "n": r.n,
+                                       "split": split}))
+    else:
+        console.print(f"{split}: accuracy {r.accuracy:.2%}, loss {r.loss:.4f}, n={r.n}")

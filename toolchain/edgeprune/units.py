@@ -1,0 +1,140 @@
+"""Skip-units: the residual blocks and dense layers that MSPIC scores, gates and removes.
+
+The model, from the seeds:
+
+    ResNet:   U_l = α_l · T_l + A_{l-1} · U_{l-1}     (A = identity or a projection shortcut)
+    DenseNet: U_l = Concat(α_l · T_l, U_{1:l-1})
+
+``list_units(model)`` finds the units in forward order. Each unit names its *branch end*: the
+module whose output is T_l (the residual branch's last BN, or conv for pre-activation blocks; a
+dense layer's new channels). Gating and feature capture are forward hooks on that module, so they
+work the same on built-in and torchvision models:
+
+- α = 0 on a ResNet unit multiplies T_l by zero, so the block computes exactly its shortcut
+  followed by whatever activation it applies after the merge;
+- α = 0 on a dense layer zeroes its channels in the concatenation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchvision.models.densenet import _DenseLayer
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from edgeprune.models.resnet_cifar import PreActBottleneck
+
+# Block type -> attribute of its branch end. The shortcut is always ``downsample``.
+_RESIDUAL_BRANCH_END = {BasicBlock: "bn2", Bottleneck: "bn3", PreActBottleneck: "conv3"}
+
+IDENTITY, PROJECTION, DENSE = "identity", "projection", "dense"
+
+
+@dataclass(frozen=True)
+class SkipUnit:
+    """One skip-unit of a model, in forward order."""
+
+    index: int          # position among the model's units, 0 = nearest the input
+    name: str           # qualified module name of the block or dense layer
+    stage: int          # 0-based index of the stage (ResNet layerN / DenseNet denseblockN)
+    kind: str           # identity | projection | dense
+    module: nn.Module   # the block or dense layer
+    branch_end: nn.Module  # its output is T_l; the gate multiplies it
+
+    @property
+    def shortcut(self) -> nn.Module | None:
+        """The projection shortcut A (None for identity and dense units)."""
+        return getattr(self.module, "downsample", None) if self.kind == PROJECTION else None
+
+
+def unit_kind(module: nn.Module) -> str | None:
+    """identity | projection | dense for a unit module, None for anything else."""
+    if isinstance(module, _DenseLayer):
+        return DENSE
+    if type(module) in _RESIDUAL_BRANCH_END:
+        return IDENTITY if module.downsample is None else PROJECTION
+    return None
+
+
+def list_units(model: nn.Module) -> list[SkipUnit]:
+    """The model's skip-units in forward order (module registration order, which is forward
+    order for every architecture edgeprune builds or accepts)."""
+    units: list[SkipUnit] = []
+    stages: list[str] = []
+    for name, module in model.named_modules():
+        kind = unit_kind(module)
+        if kind is None:
+            continue
+        parent = name.rsplit(".", 1)[0]
+        if parent not in stages:
+            stages.append(parent)
+        end = module if kind == DENSE else getattr(module, _RESIDUAL_BRANCH_END[type(module)])
+        units.append(SkipUnit(len(units), name, stages.index(parent), kind, module, end))
+    return units
+
+
+# ---------------------------------------------------------------- gates
+
+
+def _gate_hook(alpha: float):
+    def hook(_module: nn.Module, _inputs, output: torch.Tensor) -> torch.Tensor:
+        return output * alpha
+    return hook
+
+
+@contextmanager
+def gated(model: nn.Module, alphas: Mapping[int, float] | Sequence[float]) -> Iterator[nn.Module]:
+    """Within the block, unit ``i`` computes with gate ``alphas[i]`` (1 where not given).
+
+    ``alphas`` is a sequence with one α per unit, or a mapping from unit index to α.
+    """
+    units = list_units(model)
+    if not isinstance(alphas, Mapping):
+        if len(alphas) != len(units):
+            raise ValueError(f"{len(alphas)} gates given for {len(units)} units")
+        alphas = dict(enumerate(alphas))
+    handles = [units[i].branch_end.register_forward_hook(_gate_hook(float(a)))
+               for i, a in alphas.items() if float(a) != 1.0]
+    try:
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def gates_removing(units: Sequence[SkipUnit], removed: Sequence[int]) -> dict[int, float]:
+    """Gates that switch off the units with the given indices."""
+    removed_set = set(removed)
+    return {u.index: 0.0 for u in units if u.index in removed_set}
+
+
+# ---------------------------------------------------------------- features
+
+
+@contextmanager
+def capture_branch_outputs(model: nn.Module,
+                           indices: Sequence[int] | None = None) -> Iterator[dict[int, list]]:
+    """Record T_l, flattened per sample, for the chosen units on every forward pass.
+
+    Yields a dict ``index -> list of (batch, dim) float32 CPU tensors``; concatenate after the
+    passes. Outputs are cloned, since ResNet blocks add the shortcut into them in place.
+    """
+    units = list_units(model)
+    chosen = range(len(units)) if indices is None else indices
+    store: dict[int, list] = {i: [] for i in chosen}
+
+    def make(i: int):
+        def hook(_m, _inp, out):
+            store[i].append(out.detach().flatten(1).to("cpu", torch.float32).clone())
+        return hook
+
+    handles = [units[i].branch_end.register_forward_hook(make(i)) for i in chosen]
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
