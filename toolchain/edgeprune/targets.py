@@ -71,3 +71,25 @@ def load_target(name: str) -> Target:
     except tomllib.TOMLDecodeError as e:
         raise EdgepruneError(f"target file {path} is not valid TOML ({e})") from None
     return Target(name, raw, path)
+
+
+# Fastest first: what ``--precision auto`` picks among a target's fast precisions.
+_SPEED_ORDER = ("int8", "fp16", "fp32")
+
+
+def resolve_precision(target: Target, precision: str, *, allow_emulated: bool = False) -> str:
+    """Check ``precision`` against what the target runs fast; ``auto`` picks the fastest.
+
+    binary is a storage format (1-bit weights and scales): TensorRT runs the binarized model with
+    its float kernels, so every target accepts it.
+    """
+    if precision == "auto":
+        return next(p for p in _SPEED_ORDER if p in target.fast_precisions)
+    if precision not in PRECISIONS:
+        raise EdgepruneError(f"unknown precision {precision!r}; choose one of: auto, "
+                             f"{', '.join(PRECISIONS)}")
+    if precision == "binary" or precision in target.fast_precisions or allow_emulated:
+        return precision
+    raise EdgepruneError(
+        f"{target.name} does not run {precision} fast: its precisions are "
+        f"{', '.join(target.fast_precisions)}; pick one of those, or pass --allow-emulated")

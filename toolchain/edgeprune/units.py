@@ -51,6 +51,13 @@ class SkipUnit:
         return getattr(self.module, "downsample", None) if self.kind == PROJECTION else None
 
 
+def mark_stages(model: nn.Module) -> nn.Module:
+    """Remember which containers are stages, so that they stay stages when emptied by surgery."""
+    for name in _unit_containers(model):
+        model.get_submodule(name).edgeprune_stage = True
+    return model
+
+
 def unit_kind(module: nn.Module) -> str | None:
     """identity | projection | dense for a unit module, None for anything else."""
     if isinstance(module, _DenseLayer):
@@ -64,17 +71,33 @@ def list_units(model: nn.Module) -> list[SkipUnit]:
     """The model's skip-units in forward order (module registration order, which is forward
     order for every architecture edgeprune builds or accepts)."""
     units: list[SkipUnit] = []
-    stages: list[str] = []
+    containers = _unit_containers(model)
     for name, module in model.named_modules():
         kind = unit_kind(module)
         if kind is None:
             continue
-        parent = name.rsplit(".", 1)[0]
-        if parent not in stages:
-            stages.append(parent)
+        stage = containers.index(name.rsplit(".", 1)[0])
         end = module if kind == DENSE else getattr(module, _RESIDUAL_BRANCH_END[type(module)])
-        units.append(SkipUnit(len(units), name, stages.index(parent), kind, module, end))
+        units.append(SkipUnit(len(units), name, stage, kind, module, end))
     return units
+
+
+_STAGE_CONTAINERS = (nn.Sequential, nn.ModuleDict)
+
+
+def _unit_containers(model: nn.Module) -> list[str]:
+    """Names of the stage containers (ResNet layerN, DenseNet denseblockN) in forward order.
+
+    A container counts as a stage when it holds units or once held them: a stage whose units
+    were all removed keeps its place, so stage numbers do not shift after pruning.
+    """
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, _STAGE_CONTAINERS) and name and (
+                any(unit_kind(c) is not None for c in module.children())
+                or getattr(module, "edgeprune_stage", False)):
+            names.append(name)
+    return names
 
 
 # ---------------------------------------------------------------- gates
