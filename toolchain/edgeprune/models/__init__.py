@@ -35,9 +35,11 @@ def create_model(name: str, *, num_classes: int = 10, in_channels: int = 3) -> n
         raise EdgepruneError(
             f"unknown architecture {name!r}; choose one of: {', '.join(list_models())}"
         )
+    from edgeprune.units import mark_stages
+
     model = _REGISTRY[name](num_classes=num_classes, in_channels=in_channels)
     model.edgeprune_arch = name
-    return model
+    return mark_stages(model)
 
 
 def _load_builders() -> None:
