@@ -100,7 +100,9 @@ def _torch_load(path: Path, trust_model: bool):
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_model)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Weights only load failed" in str(e):
+        # A pickled class (a whole nn.Module) is refused by the weights-only unpickler as an
+        # "Unsupported global"; anything else it cannot parse is a broken file.
+        if "Unsupported global" in str(e):
             raise EdgepruneError(_PICKLED_MODULE.format(path=path)) from None
         raise EdgepruneError(f"{path} is corrupt or truncated ({_first_line(e)}); "
                              "re-save or re-download it") from None

@@ -226,9 +226,8 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles the CIFAR batches (dicts of lists and numpy arrays) and refuses anything else,
     so a crafted batch file cannot run code."""
 
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray",
-                                                            "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype")}
+    _ALLOWED = {(mod, name) for mod in ("numpy.core.multiarray", "numpy._core.multiarray")
+                for name in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype")}
 
     def find_class(self, module: str, name: str):
         if (module, name) in self._ALLOWED:

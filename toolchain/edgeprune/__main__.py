@@ -1,0 +1,5 @@
+"""``python -m edgeprune`` runs the command line."""
+
+from edgeprune.cli import main
+
+main()
