@@ -4,8 +4,8 @@ MACs come from one forward pass with hooks on the layers that multiply: Conv2d
 (output elements × in_channels/groups × kernel area) and Linear (in × out per row). BatchNorm,
 activations, pooling and additions are not MACs, which is the usual convention (ResNet-56 at
 32×32: ≈125 M MACs). A unit's count is what removing it takes away: the whole block for an
-identity unit or dense layer, the residual branch alone (not the kept shortcut) for a projection
-unit.
+identity unit, the residual branch alone (not the kept shortcut) for a projection unit, and for a
+dense layer the layer plus the input channels its consumers lose (see :mod:`edgeprune.surgery`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edgeprune.units import PROJECTION, SkipUnit, list_units
+from edgeprune.units import DENSE, PROJECTION, SkipUnit, list_units
 
 
 @dataclass(frozen=True)
@@ -71,5 +71,10 @@ def unit_complexity(model: nn.Module, input_shape: tuple[int, ...],
                      if not (kept and f"{u.name}.{n}".startswith(kept + ".")))
         unit_macs = sum(v for n, v in macs.items() if n.startswith(u.name + ".")
                         and not (kept and n.startswith(kept + ".")))
+        if u.kind == DENSE:
+            from edgeprune.surgery import dense_consumer_savings
+
+            more_params, more_macs = dense_consumer_savings(model, u.name, macs)
+            params, unit_macs = params + more_params, unit_macs + more_macs
         out.append(Complexity(params, unit_macs))
     return out

@@ -56,6 +56,23 @@ class Target:
         return int(self.section("memory").get("on_chip_kib", 0) * 1024)
 
 
+def parse_version(text: str) -> tuple[int, ...]:
+    """"8.5.2" -> (8, 5, 2): TensorRT, CUDA and JetPack versions compare as tuples."""
+    try:
+        return tuple(int(part) for part in str(text).split("."))
+    except ValueError:
+        raise EdgepruneError(f"{text!r} is not a version like 8.5.2; fix the target file") from None
+
+
+def tensorrt_version(target: Target) -> tuple[int, ...]:
+    """The TensorRT version of the target's last JetPack, e.g. (8, 2, 1); raises for CPU targets."""
+    version = target.section("software").get("tensorrt")
+    if target.runtime != "tensorrt" or not version:
+        raise EdgepruneError(f"{target.name} runs {target.runtime}, not TensorRT; pick a Jetson "
+                             "target (run `edgeprune targets`)")
+    return parse_version(version)
+
+
 def list_targets() -> list[str]:
     return sorted(p.stem for p in targets_dir().glob("*.toml"))
 
@@ -70,7 +87,89 @@ def load_target(name: str) -> Target:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise EdgepruneError(f"target file {path} is not valid TOML ({e})") from None
+    validate_target(raw, path)
     return Target(name, raw, path)
+
+
+def validate_target(raw: dict, path: Path | str = "<target>") -> None:
+    """Check a target document against the schema of its kind; raise naming the bad field."""
+    import jsonschema
+
+    errors = sorted(jsonschema.Draft202012Validator(target_schema(raw)).iter_errors(raw),
+                    key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        where = ".".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise EdgepruneError(f"target file {path}: {where}: {e.message}; fix the file "
+                             "(see targets/jetson-nano.toml for the schema)")
+
+
+# The schema every targets/*.toml follows. Two kinds: a Jetson (runtime tensorrt: gpu, software,
+# dla sections) and the host (runtime onnxruntime-cpu: a cpu section). Numbers are facts with
+# their sources in the file's comments; the schema checks their presence, types and ranges.
+_NUM = {"type": "number", "minimum": 0}
+_POS = {"type": "number", "exclusiveMinimum": 0}
+_VERSION = {"type": "string", "pattern": r"^\d+(\.\d+)*$"}
+_PRECISION_LIST = {"type": "array", "items": {"enum": list(PRECISIONS)}, "uniqueItems": True}
+
+
+def _section(required: dict, optional: dict | None = None) -> dict:
+    return {"type": "object", "required": list(required),
+            "properties": {**required, **(optional or {})}}
+
+
+_COMMON = {
+    "name": {"type": "string", "pattern": "^[a-z0-9-]+$"},
+    "display_name": {"type": "string"},
+    "runtime": {"enum": ["tensorrt", "onnxruntime-cpu"]},
+    "peak": _section({"fp32_tflops": _POS, "fp16_tflops": _NUM, "int8_tops": _NUM}),
+    "memory": _section({"size_gb": _NUM, "bandwidth_gbps": _POS, "on_chip_kib": _POS},
+                       {"on_chip_bandwidth_gbps": _POS}),
+    "precisions": _section({"fast": {**_PRECISION_LIST, "minItems": 1,
+                                     "contains": {"const": "fp32"}}}),
+    "estimate": _section({"efficiency": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                          "launch_overhead_us": _NUM}),
+}
+_JETSON = {
+    "properties": {
+        **_COMMON,
+        "runtime": {"const": "tensorrt"},
+        "gpu": _section({
+            "architecture": {"enum": ["Maxwell", "Pascal", "Volta", "Ampere"]},
+            "compute_capability": {"type": "string", "pattern": r"^\d\.\d$"},
+            "cuda_cores": {"type": "integer", "minimum": 1},
+            "tensor_cores": {"type": "integer", "minimum": 0},
+            "max_clock_mhz": _POS,
+        }, {"super_clock_mhz": _POS}),
+        "dla": _section({"cores": {"type": "integer", "minimum": 0},
+                         "precisions": _PRECISION_LIST}),
+        "power": _section({"modes_w": {"type": "array", "items": _POS, "minItems": 1}},
+                          {"modes": {"type": "array", "items": {"type": "string"}}}),
+        "software": _section({
+            "jetpack": _VERSION, "l4t": {"type": "string", "pattern": r"^R\d+\.\d+(\.\d+)?$"},
+            "tensorrt": _VERSION, "cuda": _VERSION, "cudnn": _VERSION,
+            "container": {"type": "string", "pattern": r"^nvcr\.io/nvidia/l4t-[a-z-]+:r[0-9.]+"},
+        }, {"trtexec": {"type": "string", "pattern": "^/"}, "python": _VERSION}),
+        "engine": _section({}, {"workspace_mib": {"type": "integer", "minimum": 16}}),
+    },
+    "required": ["gpu", "dla", "power", "software"],
+}
+_HOST = {
+    "properties": {
+        **_COMMON,
+        "runtime": {"const": "onnxruntime-cpu"},
+        "cpu": _section({"cores": {"type": "integer", "minimum": 1}, "clock_ghz": _POS}),
+    },
+    "required": ["cpu"],
+}
+_REQUIRED = ["name", "display_name", "runtime", "peak", "memory", "precisions", "estimate"]
+
+
+def target_schema(raw: dict) -> dict:
+    """The JSON schema for ``raw``'s kind, picked by its runtime (so errors name the field)."""
+    kind = _HOST if raw.get("runtime") == "onnxruntime-cpu" else _JETSON
+    return {"type": "object", "required": _REQUIRED + kind["required"],
+            "properties": kind["properties"]}
 
 
 # Fastest first: what ``--precision auto`` picks among a target's fast precisions.

@@ -5,7 +5,13 @@ Each subcommand lives in its own module and registers itself on ``app`` when imp
 
 from edgeprune.cli import (  # noqa: F401  (imported for their commands)
     build,
+    engine,
+    export,
     inspect,
+    profile,
+    prune,
+    quantize,
+    report,
     targets,
     train,
 )

@@ -1,0 +1,44 @@
+"""The docker commands a person runs on the device, derived from the target file.
+
+docker/README.md shows exactly these lines (tests/test_docker.py checks that), so the
+documentation cannot drift from the container names in targets/*.toml.
+"""
+
+from __future__ import annotations
+
+from edgeprune.targets import Target
+
+JETSON_DOCKERFILE = "docker/Dockerfile.jetson"
+HOST_DOCKERFILE = "docker/Dockerfile"
+HOST_IMAGE = "edgeprune:host"
+# The current folder (a copy of the build output folder) is mounted at /work in the container.
+_RUN = 'docker run --rm --runtime nvidia -v "$PWD":/work -w /work'
+
+
+def image_tag(target: Target) -> str:
+    return f"edgeprune:{target.name}"
+
+
+def image_build_command(target: Target) -> str:
+    """Build the device image on the Jetson from the repository root."""
+    return (f"docker build -f {JETSON_DOCKERFILE} --build-arg "
+            f"BASE_IMAGE={target.section('software')['container']} -t {image_tag(target)} .")
+
+
+def engine_run_command(target: Target, precision: str = "fp16") -> str:
+    """Build the engine from model.onnx (the build folder's) inside the device image."""
+    return (f"{_RUN} {image_tag(target)} engine model.onnx --target {target.name} "
+            f"--precision {precision} --out engine")
+
+
+def profile_run_command(target: Target) -> str:
+    """Time the engine and read the power rails (sysfs is visible in the container)."""
+    return (f"{_RUN} {image_tag(target)} profile model.onnx --target {target.name} "
+            "--engine engine/model.engine --no-host --out profile")
+
+
+def host_commands() -> list[str]:
+    """Build the host (CPU) image and run the whole pipeline in it."""
+    return [f"docker build -f {HOST_DOCKERFILE} -t {HOST_IMAGE} .",
+            f'docker run --rm -v "$PWD":/work -w /work {HOST_IMAGE} build --target jetson-nano '
+            "model.pt --data digits --precision fp16 --out build"]

@@ -1,0 +1,182 @@
+"""Time a serialized TensorRT engine on the device, and measure its energy per inference.
+
+``profile_engine`` uses the TensorRT Python API where ``tensorrt`` imports, else the device's
+trtexec (``--loadEngine ... --exportTimes``); power is sampled during the timed runs (INA3221
+sysfs or tegrastats, see power.py), and energy per inference = mean board power x wall time of
+the timed runs / runs. Latency is per inference at the engine's batch, inputs already on the GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune.engine import device
+from edgeprune.engine.power import PowerSampler
+from edgeprune.errors import EdgepruneError
+
+TRTEXEC_DEFAULT = "/usr/src/tensorrt/bin/trtexec"
+
+
+def profile_engine(path: str | Path, warmup_s: float = 2.0, iterations: int = 200, *,
+                   trtexec: str | None = None) -> dict:
+    """Warm up for ``warmup_s``, then time ``iterations`` runs: median, p90 (ms) and, on a
+    Jetson, mean board power and energy per inference. Raises where no TensorRT is present."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgepruneError(f"engine file {path} does not exist; build it with `edgeprune engine`")
+    if device.tensorrt_version() is not None:
+        runner, source = _api_runner(path), "tensorrt-python"
+    else:
+        exe = trtexec or (TRTEXEC_DEFAULT if Path(TRTEXEC_DEFAULT).is_file()
+                          else shutil.which("trtexec"))
+        if not exe:
+            raise EdgepruneError("neither the tensorrt Python package nor trtexec is on this "
+                                 "machine; run `edgeprune profile --engine` on the device, in the "
+                                 "edgeprune Jetson container (docker/README.md)")
+        runner, source = _trtexec_runner(path, exe), "trtexec"
+    times_ms, wall_s, power = runner(warmup_s, iterations)
+    return summarize(path, times_ms, wall_s, power, source)
+
+
+def summarize(path: Path, times_ms, wall_s: float, power: dict, source: str) -> dict:
+    """The profile dict: latency stats, power and energy per inference, the device."""
+    t = np.asarray(times_ms, dtype=np.float64)
+    p10, median, p90 = np.percentile(t, [10, 50, 90])
+    out = {"engine": str(path), "timer": source, "device": device.jetson_info().get("model")
+           or (device.gpu_info() or {}).get("name"), "tensorrt": device.tensorrt_version(),
+           "latency_ms": {"median": float(median), "p90": float(p90), "p10": float(p10),
+                          "mean": float(t.mean()), "min": float(t.min()), "runs": int(t.size)},
+           **power}
+    if power.get("power_w") is not None:
+        out["energy_mj"] = power["power_w"] * wall_s / t.size * 1e3
+    return out
+
+
+def _trtexec_runner(path: Path, exe: str):
+    from edgeprune.engine.trtexec import profile_command
+
+    def run(warmup_s: float, iterations: int):
+        with tempfile.TemporaryDirectory() as tmp:
+            times = Path(tmp) / "times.json"
+            cmd = profile_command(str(path), exe, warmup_ms=int(warmup_s * 1000),
+                                  iterations=iterations, times_json=str(times))
+            with PowerSampler() as sampler:
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0 or not times.is_file():
+                raise EdgepruneError(f"trtexec could not run {path} (exit {proc.returncode}): "
+                                     f"{proc.stdout[-300:]} {proc.stderr[-300:]}".strip())
+            times_ms, wall_s = parse_trtexec_times(times.read_text())
+        # trtexec's warm-up is inside the sampled window: keep only the timed span's samples
+        return times_ms, wall_s, _window(sampler, wall_s)
+
+    return run
+
+
+def parse_trtexec_times(text: str) -> tuple[list[float], float]:
+    """Per-inference ms and the wall seconds they span, from ``--exportTimes`` JSON.
+
+    Each record has computeMs (GPU time; latencyMs = H2D + compute + D2H is the same with
+    --noDataTransfers) and start/end stamps in ms."""
+    records = json.loads(text)
+    if not records:
+        raise EdgepruneError("trtexec exported no timings; raise --iterations")
+    times = [float(r.get("latencyMs", r.get("computeMs"))) for r in records]
+    start = min(float(r.get("startComputeMs", r.get("startEnqMs", 0.0))) for r in records)
+    end = max(float(r.get("endComputeMs", r.get("endEnqMs", 0.0))) for r in records)
+    return times, max(end - start, sum(times)) / 1000.0
+
+
+def _window(sampler: PowerSampler, wall_s: float) -> dict:
+    """Power summary over the last ``wall_s`` seconds of samples (the timed runs)."""
+    if sampler.samples:
+        end = sampler.samples[-1][0]
+        sampler.samples = [s for s in sampler.samples if s[0] >= end - wall_s] or sampler.samples
+    return sampler.summary()
+
+
+def _api_runner(path: Path):
+    """Deserialize with the TensorRT runtime and time synchronous runs on a CUDA stream."""
+    import tensorrt as trt
+
+    cuda = _cudart()
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(path.read_bytes())
+    if engine is None:
+        raise EdgepruneError(f"TensorRT {trt.__version__} cannot load {path}: it was built with "
+                             "another TensorRT version or for another GPU; rebuild it here")
+    context = engine.create_execution_context()
+    buffers, stream = _bind(trt, engine, context, cuda), ctypes.c_void_p()
+    cuda.cudaStreamCreate(ctypes.byref(stream))
+    new_api = hasattr(context, "execute_async_v3")
+
+    def once() -> None:
+        if new_api:
+            context.execute_async_v3(stream.value)
+        else:  # TensorRT 8.2: bindings by index
+            context.execute_async_v2(buffers, stream.value)
+        cuda.cudaStreamSynchronize(stream)
+
+    def run(warmup_s: float, iterations: int):
+        end = time.perf_counter() + warmup_s
+        while time.perf_counter() < end:
+            once()
+        times = []
+        with PowerSampler() as sampler:
+            start = time.perf_counter()
+            for _ in range(iterations):
+                t0 = time.perf_counter()
+                once()
+                times.append((time.perf_counter() - t0) * 1e3)
+            wall = time.perf_counter() - start
+        for ptr in buffers:
+            cuda.cudaFree(ctypes.c_void_p(ptr))
+        return times, wall, sampler.summary()
+
+    return run
+
+
+def _bind(trt, engine, context, cuda) -> list[int]:
+    """Allocate a device buffer per I/O tensor (zeros are as fast as data), batch dims at the
+    profile's minimum; return the pointers in binding order."""
+    names = ([engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+             if hasattr(engine, "num_io_tensors")
+             else [engine.get_binding_name(i) for i in range(engine.num_bindings)])
+    pointers = []
+    for i, name in enumerate(names):
+        new_api = hasattr(engine, "get_tensor_shape")
+        shape = list(engine.get_tensor_shape(name) if new_api else engine.get_binding_shape(i))
+        is_input = (engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT if new_api
+                    else engine.binding_is_input(i))
+        if is_input and any(d < 0 for d in shape):
+            shape = list(engine.get_tensor_profile_shape(name, 0)[0] if new_api
+                         else engine.get_profile_shape(0, i)[0])
+            context.set_input_shape(name, shape) if new_api else \
+                context.set_binding_shape(i, shape)
+        elif not is_input and new_api:
+            shape = list(context.get_tensor_shape(name))
+        dtype = trt.nptype(engine.get_tensor_dtype(name) if new_api
+                           else engine.get_binding_dtype(i))
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        ptr = ctypes.c_void_p()
+        if cuda.cudaMalloc(ctypes.byref(ptr), max(size, 1)) != 0:
+            raise EdgepruneError(f"cannot allocate {size} bytes on the GPU for {name}")
+        cuda.cudaMemset(ptr, 0, max(size, 1))
+        if new_api:
+            context.set_tensor_address(name, ptr.value)
+        pointers.append(ptr.value)
+    return pointers
+
+
+def _cudart():
+    lib = device._cudart()
+    if lib is None:
+        raise EdgepruneError("the CUDA runtime library (libcudart) is not on this machine")
+    return lib

@@ -1,0 +1,101 @@
+"""trtexec command lines per TensorRT version, and the device script that runs them.
+
+Flag names moved between releases (jetson.md, the TensorRT 8.x-to-10.x trtexec migration guide):
+8.2 sizes the workspace with ``--workspace=MiB``; 8.4 added ``--memPoolSize=workspace:MiB`` and
+deprecated ``--workspace``; 10 removed it. 10 builds QDQ graphs strongly typed
+(``--stronglyTyped``), with no precision flags. The rest is common: --onnx, --saveEngine, --fp16,
+--int8, --calib, --useDLACore, --allowGPUFallback, --timingCacheFile, --min/opt/maxShapes.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from edgeprune.atomic import write_text
+from edgeprune.engine.plan import LOG_NAME, SCRIPT_NAME
+from edgeprune.targets import Target, parse_version
+
+CONTAINER_ROOT = "/build"  # where the script mounts the plan's root inside the container
+
+
+def trtexec_command(plan: dict, trtexec: str = "trtexec") -> list[str]:
+    """The trtexec argv that builds the plan's engine; paths relative to the plan's root."""
+    version = parse_version(plan["tensorrt"])
+    cmd = [trtexec, f"--onnx={plan['onnx']}", f"--saveEngine={plan['engine']}"]
+    mib = plan["workspace_mib"]
+    cmd.append(f"--memPoolSize=workspace:{mib}" if version >= (8, 4) else f"--workspace={mib}")
+    if plan["strongly_typed"]:
+        cmd.append("--stronglyTyped")
+    else:
+        cmd += ["--fp16"] if plan["fp16"] else []
+        cmd += ["--int8"] if plan["int8"] else []
+    if plan["calibration_cache"]:
+        cmd.append(f"--calib={plan['calibration_cache']}")
+    if plan["dla_core"] is not None:
+        cmd.append(f"--useDLACore={plan['dla_core']}")
+        cmd += ["--allowGPUFallback"] if plan["gpu_fallback"] else []
+    cmd.append(f"--timingCacheFile={plan['timing_cache']}")
+    for flag, key in (("--minShapes", "min"), ("--optShapes", "opt"), ("--maxShapes", "max")):
+        if plan["shapes"]:
+            cmd.append(f"{flag}=" + ",".join(f"{name}:{'x'.join(map(str, s[key]))}"
+                                             for name, s in plan["shapes"].items()))
+    return cmd
+
+
+def docker_command(plan: dict, inner: list[str], image: str | None = None) -> list[str]:
+    """``docker run --runtime nvidia`` running ``inner`` in the target's container, with the
+    plan's root mounted at /build and used as the working folder (``$ROOT`` in the script)."""
+    return ["docker", "run", "--rm", "--runtime", "nvidia", "-v", f"$ROOT:{CONTAINER_ROOT}",
+            "-w", CONTAINER_ROOT, image or plan["container"], *inner]
+
+
+def _shell(argv: list[str]) -> str:
+    # $ROOT stays a shell variable (double-quoted); everything else is quoted literally.
+    return " ".join(f'"{a}"' if "$ROOT" in a else shlex.quote(a) for a in argv)
+
+
+def build_script(plan: dict) -> str:
+    """build_engine.sh: run trtexec directly where the target's trtexec exists (on the device),
+    else in the target's container; the log goes beside the engine."""
+    trtexec = plan["trtexec_path"]
+    cmd = _shell(trtexec_command(plan, trtexec))
+    docker = _shell(docker_command(plan, trtexec_command(plan, trtexec)))
+    up = Path(plan["engine_dir"]).as_posix().count("/") + 1 if plan["engine_dir"] != "." else 0
+    root = '"$(dirname "$0")"' + "/.." * up
+    log = shlex.quote(f"{plan['engine_dir']}/{LOG_NAME}")
+    return "\n".join([
+        "#!/usr/bin/env bash",
+        f"# Build the TensorRT engine for {plan['target']} (TensorRT {plan['tensorrt']}): run this "
+        "on the device.",
+        "# Written by `edgeprune engine`; every decision is in plan.json beside it.",
+        *(f"#   {d}" for d in plan["decisions"]),
+        "set -euo pipefail",
+        f"ROOT=$(cd {root} && pwd)",
+        'cd "$ROOT"',
+        f"if [ -x {shlex.quote(trtexec)} ]; then",
+        f"  {cmd} 2>&1 | tee {log}",
+        "else",
+        f"  {docker} 2>&1 | tee {log}",
+        "fi",
+        f"echo \"engine: $ROOT/{plan['engine']}\"",
+        "",
+    ])
+
+
+def write_build_script(plan: dict, target: Target, out_dir: Path) -> Path:
+    """Write ``out_dir/build_engine.sh`` (executable) and record its commands in the plan."""
+    plan["trtexec"] = trtexec_command(plan, plan["trtexec_path"])
+    plan["docker"] = docker_command(plan, plan["trtexec"])
+    path = write_text(Path(out_dir) / SCRIPT_NAME, build_script(plan))
+    path.chmod(0o755)
+    return path
+
+
+def profile_command(engine: str, trtexec: str, *, warmup_ms: int, iterations: int,
+                    times_json: str) -> list[str]:
+    """trtexec timing an existing engine: warm-up, then ``iterations`` runs with their times
+    exported; no host/device copies, so the numbers are the GPU's (flags common to 8.2 and 10)."""
+    return [trtexec, f"--loadEngine={engine}", f"--warmUp={warmup_ms}",
+            f"--iterations={iterations}", "--duration=0", "--noDataTransfers",
+            f"--exportTimes={times_json}"]

@@ -1,0 +1,198 @@
+"""Pruning methods by name: which active units a stage removes.
+
+Every method sees the same :class:`StageContext` (the model at the start of the stage, its active
+units, gated validation error, MI scores on demand) and returns a :class:`Selection`; the loop in
+:mod:`edgeprune.prune.mspic` then removes, fine-tunes and checkpoints identically, so criteria
+compare at equal compression.
+
+- ``mspic``: cluster the units by I(T_l; Y), one policy per resolution, keep the policy that
+  removes the most units with validation error increase ≤ ε (gates only, no retraining).
+- ``random``: as many units as MSPIC would remove at this stage (or ``counts[t]``), at random.
+- ``l1``: as many units, those with the smallest L1 norm of their removable weights (the
+  residual branch of a projection unit, the whole layer otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.prune.policies import Policy, build_policies
+from edgeprune.units import PROJECTION, SkipUnit, gated
+
+
+@dataclass
+class Selection:
+    """What a method chose at one stage. ``removed`` holds positions in the active-unit list."""
+
+    removed: list[int]
+    policies: list[dict] = field(default_factory=list)  # records for mspic.json
+    chosen: int | None = None                             # index into ``policies``
+    scores: dict[str, float] | None = None                # per unit name (MI or L1)
+    score_kind: str | None = None
+    gated_error: float | None = None                      # val error with ``removed`` gated off
+
+
+@dataclass
+class StageContext:
+    """The state a method decides on. ``mi()`` and ``gated_error()`` are computed lazily and
+    cached, so a baseline that asks MSPIC for its count pays for the scoring once."""
+
+    stage: int
+    model: nn.Module
+    units: list[SkipUnit]
+    base_error: float
+    epsilon: float
+    parameters: list[float]   # resolutions (bins) or ks (kmeans)
+    clustering: str
+    seed: int
+    count: int | None         # a fixed number of units to remove (baselines), else None
+    score_fn: Callable[[], dict[int, float]]
+    error_fn: Callable[[tuple[int, ...]], float]
+    on_policy: Callable[[], None] | None = None
+    _errors: dict = field(default_factory=dict)
+    _mi: dict | None = None
+
+    def mi(self) -> dict[int, float]:
+        if self._mi is None:
+            self._mi = self.score_fn()
+        return self._mi
+
+    def gated_error(self, removed) -> float:
+        key = tuple(sorted(removed))
+        if key not in self._errors:
+            self._errors[key] = self.error_fn(key)
+        return self._errors[key]
+
+
+MethodFn = Callable[[StageContext], Selection]
+_METHODS: dict[str, MethodFn] = {}
+
+
+def register_method(name: str) -> Callable[[MethodFn], MethodFn]:
+    def add(fn: MethodFn) -> MethodFn:
+        _METHODS[name] = fn
+        return fn
+    return add
+
+
+def list_methods() -> list[str]:
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> MethodFn:
+    if name not in _METHODS:
+        raise EdgepruneError(f"unknown pruning method {name!r}; choose one of: "
+                             f"{', '.join(list_methods())}")
+    return _METHODS[name]
+
+
+# ---------------------------------------------------------------- methods
+
+
+@register_method("mspic")
+def mspic(ctx: StageContext) -> Selection:
+    mi = ctx.mi()
+    values = [mi[i] for i in range(len(ctx.units))]
+    policies = build_policies(values, ctx.clustering, ctx.parameters)
+    records = []
+    for p in policies:
+        err = ctx.gated_error(p.removed) if p.removed else ctx.base_error
+        records.append(_policy_record(ctx, p, err))
+        if ctx.on_policy:
+            ctx.on_policy()
+    chosen = _choose(records)
+    removed = list(policies[chosen].removed) if chosen is not None else []
+    return Selection(removed, records, chosen, _by_name(ctx, mi), "mi",
+                     records[chosen]["val_error"] if chosen is not None else None)
+
+
+@register_method("random")
+def random_units(ctx: StageContext) -> Selection:
+    count, sel = _count(ctx)
+    rng = np.random.default_rng([ctx.seed, ctx.stage])
+    removed = sorted(int(i) for i in rng.choice(len(ctx.units), size=count, replace=False))
+    return _baseline(ctx, sel, removed)
+
+
+@register_method("l1")
+def l1_units(ctx: StageContext) -> Selection:
+    count, sel = _count(ctx)
+    norms = {u.index: l1_norm(u) for u in ctx.units}
+    removed = sorted(sorted(norms, key=lambda i: (norms[i], i))[:count])
+    out = _baseline(ctx, sel, removed)
+    out.scores, out.score_kind = _by_name(ctx, norms), "l1"
+    return out
+
+
+def l1_norm(unit: SkipUnit) -> float:
+    """Sum of |w| over the unit's removable parameters (a projection keeps its shortcut)."""
+    total = 0.0
+    for name, p in unit.module.named_parameters():
+        if unit.kind == PROJECTION and name.startswith("downsample."):
+            continue
+        total += float(p.detach().abs().sum())
+    return total
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _policy_record(ctx: StageContext, p: Policy, err: float) -> dict:
+    names = [u.name for u in ctx.units]
+    return {
+        "clustering": p.clustering,
+        "parameter": p.parameter,
+        "clusters": [[names[i] for i in c] for c in p.clusters],
+        "edges": list(p.edges),
+        "removed": [names[i] for i in p.removed],
+        "val_error": err,
+        "error_increase": err - ctx.base_error,
+        "qualifies": err - ctx.base_error <= ctx.epsilon + 1e-12,
+    }
+
+
+def _choose(records: list[dict]) -> int | None:
+    """The qualifying policy that removes the most units (then: lowest error, first given)."""
+    best = None
+    for i, r in enumerate(records):
+        if not r["qualifies"] or not r["removed"]:
+            continue
+        key = (-len(r["removed"]), r["val_error"], i)
+        if best is None or key < best[0]:
+            best = (key, i)
+    return best[1] if best else None
+
+
+def _count(ctx: StageContext) -> tuple[int, Selection | None]:
+    if ctx.count is not None:
+        return min(ctx.count, len(ctx.units)), None
+    sel = mspic(ctx)
+    return len(sel.removed), sel
+
+
+def _baseline(ctx: StageContext, ref: Selection | None, removed: list[int]) -> Selection:
+    err = ctx.gated_error(removed) if removed else None
+    if ref is None:
+        return Selection(removed, gated_error=err)
+    # Keep MSPIC's policies (they fixed the count) for the record and the plot.
+    return Selection(removed, ref.policies, ref.chosen, ref.scores, ref.score_kind, err)
+
+
+def _by_name(ctx: StageContext, values: dict[int, float]) -> dict[str, float]:
+    return {ctx.units[i].name: float(v) for i, v in sorted(values.items())}
+
+
+@torch.no_grad()
+def gated_val_error(model: nn.Module, units: list[SkipUnit], removed, data,
+                    device: str = "cpu") -> float:
+    """Validation error of ``model`` with the units at positions ``removed`` gated off."""
+    from edgeprune.train import evaluate
+
+    with gated(model, {units[i].index: 0.0 for i in removed}):
+        return evaluate(model, data, "val", device=device).error

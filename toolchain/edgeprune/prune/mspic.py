@@ -1,0 +1,317 @@
+"""The multi-stage loop: score, cluster, evaluate with gates, remove, fine-tune, checkpoint.
+
+For t = 0..N−1: the method (``mspic``, ``random`` or ``l1``) picks units of the model at the
+start of the stage, judging policies by their gated error on the validation split (never test);
+surgery removes the picked units; ``edgeprune.train.train`` fine-tunes from the current weights
+(small learning rate, cosine); the stage is checkpointed under ``out_dir/stages``. The loop stops
+early when a stage removes nothing or the target reduction is met.
+
+Resume: each finished stage writes ``stages/stage_T.pt`` and ``stages/stage_T.json`` with a
+fingerprint of the input model, data and every option that changes results. With ``resume`` the
+loop restarts after the last matching stage; since every stage is seeded by (seed, t) and the
+checkpoint holds the exact weights, the result equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from edgeprune.atomic import write_json
+from edgeprune.checkpoint import LoadedModel, ModelInfo, load_model, save_checkpoint
+from edgeprune.complexity import model_complexity
+from edgeprune.data import Dataset
+from edgeprune.errors import EdgepruneError
+from edgeprune.information import SCALINGS, MIConfig, unit_information
+from edgeprune.models import create_model
+from edgeprune.prune.methods import (StageContext, get_method, gated_val_error, list_methods)
+from edgeprune.prune.policies import CLUSTERINGS, kmeans_ks
+from edgeprune.surgery import remove_units
+from edgeprune.train import TrainConfig, evaluate, train
+from edgeprune.units import list_units
+
+TARGET_METRICS = ("units", "params", "macs")
+
+
+@dataclass
+class PruneConfig:
+    """Options of ``edgeprune prune`` (and the ``[prune]`` overrides of ``edgeprune build``)."""
+
+    method: str = "mspic"              # mspic | random | l1
+    stages: int = 3
+    resolutions: list = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3])  # or one per stage
+    max_error_increase: float | list = 0.02  # ε (absolute val error), or one per stage
+    finetune_epochs: int = 3
+    lr: float = 0.01                   # fine-tuning learning rate (cosine to 0)
+    batch_size: int = 128              # fine-tuning mini-batch
+    samples: int = 2000                # training images for the MI estimate
+    sigma2: float | None = None        # None = the scaling's default
+    scaling: str = "median"            # median | dim | none (raw σ², the paper's)
+    clustering: str = "bins"           # bins | kmeans
+    ks: list | None = None             # kmeans: k per policy (default from the resolutions)
+    target_reduction: float | None = None  # stop once this fraction of target_metric is gone
+    target_metric: str = "params"      # units | params | macs
+    counts: list | None = None         # baselines: units to remove per stage (else MSPIC's count)
+    seed: int = 0
+    resume: bool = False
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        def bad(msg: str) -> None:
+            raise EdgepruneError(msg)
+
+        if self.method not in list_methods():
+            bad(f"unknown pruning method {self.method!r}; choose one of: "
+                f"{', '.join(list_methods())}")
+        if self.stages < 1:
+            bad(f"stages must be at least 1, got {self.stages}")
+        for t in range(self.stages):
+            rs = self.resolutions_at(t)
+            if not rs or not all(0 < r <= 1 for r in rs):
+                bad(f"resolutions must lie in (0, 1], got {rs}")
+            if not self.epsilon_at(t) >= 0:
+                bad(f"max error increase must be ≥ 0, got {self.epsilon_at(t)}")
+        if self.clustering not in CLUSTERINGS:
+            bad(f"unknown clustering {self.clustering!r}; choose one of: {', '.join(CLUSTERINGS)}")
+        if self.scaling not in SCALINGS:
+            bad(f"unknown MI scaling {self.scaling!r}; choose one of: {', '.join(SCALINGS)}")
+        if self.sigma2 is not None and not self.sigma2 > 0:
+            bad(f"sigma2 must be positive, got {self.sigma2}")
+        if self.target_metric not in TARGET_METRICS:
+            bad(f"unknown target metric {self.target_metric!r}; choose one of: "
+                f"{', '.join(TARGET_METRICS)}")
+        if self.target_reduction is not None and not 0 < self.target_reduction < 1:
+            bad(f"target reduction must be a fraction in (0, 1), got {self.target_reduction}")
+        if self.samples < 10 or self.finetune_epochs < 0 or self.batch_size < 1:
+            bad("samples must be ≥ 10, finetune epochs ≥ 0 and batch size ≥ 1")
+
+    def resolutions_at(self, t: int) -> list[float]:
+        rs = self.resolutions
+        if rs and isinstance(rs[0], (list, tuple)):
+            return [float(r) for r in rs[min(t, len(rs) - 1)]]
+        return [float(r) for r in rs]
+
+    def epsilon_at(self, t: int) -> float:
+        e = self.max_error_increase
+        return float(e[min(t, len(e) - 1)] if isinstance(e, (list, tuple)) else e)
+
+    def fingerprint_fields(self) -> dict:
+        # Options that do not change what stage t computes may change between runs.
+        d = asdict(self)
+        for k in ("stages", "resume", "device", "target_reduction", "target_metric"):
+            d.pop(k)
+        return d
+
+
+@dataclass
+class PruneResult:
+    loaded: LoadedModel
+    summary: dict
+    record: dict  # the content of mspic.json
+    path: Path    # out_dir/pruned.pt
+
+
+def prune_model(loaded: LoadedModel, data: Dataset, config: PruneConfig, out_dir: Path,
+                progress=None) -> PruneResult:
+    """Prune ``loaded`` by ``config`` in stages; write pruned.pt, mspic.json, mspic.png and
+    stages/ under ``out_dir``. ``data`` must be normalised as the model was trained
+    (:func:`edgeprune.checkpoint.data_for_model`). The input model is not modified."""
+    config.validate()
+    out_dir = Path(out_dir)
+    stages_dir = out_dir / "stages"
+    stages_dir.mkdir(parents=True, exist_ok=True)
+    info = copy.deepcopy(loaded.info)
+    shape = tuple(info.input_shape or data.input_shape)
+    info.input_shape = shape
+    original = _original_units(info, loaded)
+    fingerprint = _fingerprint(loaded, data, config)
+    model = copy.deepcopy(loaded.model).cpu().eval()
+    records = _resume(stages_dir, fingerprint) if config.resume else []
+    if records:
+        model, info = _load_stage(stages_dir, len(records) - 1, info)
+    else:
+        _clear_stages(stages_dir)
+    start = model_complexity(loaded.model.cpu(), shape)
+    start_units = len(list_units(loaded.model))
+    x_mi, y_mi = _mi_sample(data, config)
+    t = len(records)
+    while t < config.stages and not (records and _should_stop(records[-1], start, start_units,
+                                                                config)):
+        record, model, info = _run_stage(t, model, info, data, config, x_mi, y_mi, shape,
+                                         progress)
+        save_checkpoint(stages_dir / f"stage_{t}.pt", model, info)
+        write_json(stages_dir / f"stage_{t}.json", {"fingerprint": fingerprint, "record": record})
+        records.append(record)
+        t += 1
+    return _finish(model, info, records, original, start, start_units, config, out_dir)
+
+
+# ---------------------------------------------------------------- one stage
+
+
+def _run_stage(t, model, info, data, config, x_mi, y_mi, shape, progress):
+    units = list_units(model)
+    before = model_complexity(model, shape)
+    base = evaluate(model, data, "val", device=config.device).error
+    model.cpu()
+    params = config.resolutions_at(t)
+    if config.clustering == "kmeans":
+        params = [int(k) for k in config.ks] if config.ks else kmeans_ks(params, len(units))
+    ctx = StageContext(
+        stage=t, model=model, units=units, base_error=base, epsilon=config.epsilon_at(t),
+        parameters=params, clustering=config.clustering, seed=config.seed,
+        count=(config.counts[min(t, len(config.counts) - 1)] if config.counts else None),
+        score_fn=lambda: _score(model, units, x_mi, y_mi, config, progress, t),
+        error_fn=lambda removed: gated_val_error(model, units, removed, data),
+        on_policy=_bar(progress, f"stage {t + 1}: policies", len(params)))
+    sel = get_method(config.method)(ctx)
+    names = [units[i].name for i in sel.removed]
+    record = {
+        "stage": t, "units_before": len(units), "val_error_start": base,
+        "epsilon": ctx.epsilon, "scores": sel.scores, "score_kind": sel.score_kind,
+        "policies": sel.policies, "chosen": sel.chosen, "removed": names,
+        "gated_val_error": sel.gated_error,
+        "params_before": before.params, "macs_before": before.macs,
+    }
+    if names:
+        remove_units(model, names)
+        info.removed_units = [*info.removed_units, *names]
+        record["val_error_removed"] = evaluate(model, data, "val").error
+        record["finetune_losses"] = _finetune(model, data, config, t, progress)
+    after = model_complexity(model, shape)
+    record.update(units_after=len(list_units(model)), params_after=after.params,
+                  macs_after=after.macs,
+                  val_error_finetuned=evaluate(model, data, "val", device=config.device).error)
+    model.cpu().eval()
+    return record, model, info
+
+
+def _score(model, units, x, y, config, progress, t) -> dict[int, float]:
+    advance = _bar(progress, f"stage {t + 1}: MI", len(units))
+    mi_config = MIConfig(config.sigma2, config.scaling)
+    return unit_information(model, x, y, range(len(units)), mi_config,
+                            on_unit=(lambda i, v: advance()) if advance else None)
+
+
+def _finetune(model, data, config, t, progress) -> list[float]:
+    if config.finetune_epochs == 0:
+        return []
+    cfg = TrainConfig(epochs=config.finetune_epochs, batch_size=config.batch_size, lr=config.lr,
+                      seed=config.seed * 1009 + t, device=config.device)
+    update = None
+    if progress is not None:
+        task = progress.add_task(f"stage {t + 1}: fine-tune", total=config.finetune_epochs,
+                                 info="")
+
+        def update(epoch, epochs, batch, batches, loss):
+            progress.update(task, completed=epoch + batch / batches, info=f"loss {loss:.3f}")
+    losses = train(model, data, cfg, update)
+    model.cpu()
+    return losses
+
+
+def _bar(progress, description: str, total: int):
+    """A callable that advances a new progress bar by one, or None without progress."""
+    if progress is None:
+        return None
+    task = progress.add_task(description, total=total, info="")
+    return lambda: progress.advance(task)
+
+
+def _mi_sample(data: Dataset, config: PruneConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    s = data.sample("train", config.samples, seed=config.seed)
+    return torch.from_numpy(data.normalize(s.x)), torch.from_numpy(s.y.astype("int64"))
+
+
+def _should_stop(last: dict, start, start_units: int, config: PruneConfig) -> bool:
+    if not last["removed"]:
+        return True
+    if config.target_reduction is None:
+        return False
+    now = {"units": last["units_after"], "params": last["params_after"],
+           "macs": last["macs_after"]}[config.target_metric]
+    was = {"units": start_units, "params": start.params, "macs": start.macs}[config.target_metric]
+    return 1 - now / was >= config.target_reduction - 1e-12
+
+
+# ---------------------------------------------------------------- resume
+
+
+def _fingerprint(loaded: LoadedModel, data: Dataset, config: PruneConfig) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"config": config.fingerprint_fields(), "data": data.spec,
+                         "n_train": len(data.train), "removed": loaded.info.removed_units},
+                        sort_keys=True, default=str).encode())
+    for k, v in sorted(loaded.model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def _resume(stages_dir: Path, fingerprint: str) -> list[dict]:
+    records = []
+    while True:
+        t = len(records)
+        js, pt = stages_dir / f"stage_{t}.json", stages_dir / f"stage_{t}.pt"
+        if not (js.is_file() and pt.is_file()):
+            return records
+        saved = json.loads(js.read_text())
+        if saved.get("fingerprint") != fingerprint:
+            return records  # another model or other options: those stages do not apply
+        records.append(saved["record"])
+
+
+def _load_stage(stages_dir: Path, t: int, info: ModelInfo):
+    loaded = load_model(stages_dir / f"stage_{t}.pt")
+    return loaded.model.eval(), loaded.info
+
+
+def _clear_stages(stages_dir: Path) -> None:
+    for p in stages_dir.glob("stage_*"):
+        p.unlink()
+
+
+# ---------------------------------------------------------------- results
+
+
+def _original_units(info: ModelInfo, loaded: LoadedModel) -> list[dict]:
+    """The units of the unpruned architecture (their names and indices stay valid throughout)."""
+    fresh = create_model(info.arch, num_classes=info.num_classes, in_channels=info.in_channels)
+    return [{"index": u.index, "name": u.name, "kind": u.kind, "stage": u.stage}
+            for u in list_units(fresh)]
+
+
+def _finish(model, info, records, original, start, start_units, config, out_dir) -> PruneResult:
+    pruned_path = save_checkpoint(out_dir / "pruned.pt", model, info)
+    last = records[-1]
+    acc_before = 1 - records[0]["val_error_start"]
+    acc_after = 1 - last["val_error_finetuned"]
+    summary = {
+        "method": config.method, "stages": sum(1 for r in records if r["removed"]),
+        "stages_run": len(records),
+        "units_before": start_units, "units_after": last["units_after"],
+        "params_before": start.params, "params_after": last["params_after"],
+        "macs_before": start.macs, "macs_after": last["macs_after"],
+        "val_accuracy_before": acc_before, "val_accuracy_after": acc_after,
+        "removed_units": list(info.removed_units),
+        "file_size_bytes": pruned_path.stat().st_size,
+    }
+    record = {"method": config.method, "config": asdict(config), "units": original,
+              "stages": records, "summary": summary}
+    write_json(out_dir / "mspic.json", record)
+    from edgeprune.prune.plot import plot_stages
+
+    plot_stages(record, out_dir / "mspic.png")
+    return PruneResult(LoadedModel(model.eval(), info), summary, record, pruned_path)
+
+
+def params_reduction(summary: dict) -> float:
+    """Fraction of parameters removed, for printing."""
+    return 1 - summary["params_after"] / summary["params_before"] if summary[
+        "params_before"] else math.nan

@@ -1,0 +1,193 @@
+"""Calibration: recipes, a re-iterable source of calibration images, TensorRT calibration caches.
+
+A recipe (calibration/<kind>.toml, picked by the data spec's kind) says how many TRAIN images to
+calibrate on, with which method, and checks the input size; options override it. The source
+yields the images preprocessed exactly as at inference (``Dataset.normalize`` with the model's
+normalisation), and can be iterated any number of times: pruning and quantization both read it.
+ONNX Runtime's ``CalibrationDataReader`` wrapper lives in the int8 code, the only place that needs
+it.
+
+The TensorRT calibration cache is the text file TensorRT's int8 calibrators read and write
+(``readCalibrationCache``/``writeCalibrationCache``): a header line ``TRT-<version>-<algorithm>``,
+then one line per tensor, ``<tensor name>: <scale>``, the scale (amax / 127) written as the hex of
+its big-endian float32 bits.
+"""
+
+from __future__ import annotations
+
+import struct
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune.atomic import write_text
+from edgeprune.errors import EdgepruneError
+from edgeprune.paths import calibration_dir
+
+METHODS = ("minmax", "entropy", "percentile")
+# The header TensorRT's calibrators expect: a calibrator ignores a cache whose algorithm is not
+# its own, and trtexec --calib (like most deployment code) uses IInt8EntropyCalibrator2.
+DEFAULT_CACHE_ALGORITHM = "EntropyCalibration2"
+CACHE_ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration",
+                    "LegacyCalibration")
+INT8_MAX = 127.0
+
+
+@dataclass(frozen=True)
+class CalibrationRecipe:
+    """How to calibrate for one kind of data (one TOML file in calibration/)."""
+
+    name: str
+    input_size: tuple[int, ...] = ()  # C, H, W; empty = any
+    layout: str = "NCHW"
+    mean: tuple[float, ...] | None = None  # None = the model's (checkpoint) normalisation
+    std: tuple[float, ...] | None = None
+    samples: int = 256
+    method: str = "entropy"
+    percentile: float = 99.99
+
+    def with_overrides(self, *, samples: int | None = None, method: str | None = None,
+                       percentile: float | None = None) -> CalibrationRecipe:
+        """The recipe with the options the user gave (None keeps the recipe's value)."""
+        r = replace(self, samples=self.samples if samples is None else int(samples),
+                    method=self.method if method is None else method,
+                    percentile=self.percentile if percentile is None else float(percentile))
+        r.validate()
+        return r
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise EdgepruneError(f"unknown calibration method {self.method!r}; choose one of: "
+                                 f"{', '.join(METHODS)}")
+        if self.samples < 1:
+            raise EdgepruneError(f"the calibration set is empty ({self.samples} samples); pass "
+                                 "--calibration-samples 1 or more")
+        if not 50.0 < self.percentile <= 100.0:
+            raise EdgepruneError(f"percentile {self.percentile} is out of range; give a value in "
+                                 "(50, 100], e.g. 99.99")
+        if self.layout != "NCHW":
+            raise EdgepruneError(f"recipe {self.name!r}: layout {self.layout!r} is not supported; "
+                                 "edgeprune models take NCHW")
+
+    def to_dict(self) -> dict:
+        return {"recipe": self.name, "samples": self.samples, "method": self.method,
+                "percentile": self.percentile if self.method == "percentile" else None,
+                "layout": self.layout}
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in calibration_dir().glob("*.toml"))
+
+
+def load_recipe(name_or_path: str) -> CalibrationRecipe:
+    """A recipe by data kind (``digits``, ``cifar10``...) or by the path of a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = calibration_dir() / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise EdgepruneError(f"no calibration recipe {name_or_path!r}; there are: "
+                             f"{', '.join(list_recipes())} (in {calibration_dir()}), or give "
+                             "the path of a .toml recipe")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise EdgepruneError(f"calibration recipe {path} is not valid TOML ({e})") from None
+    known = {"name", "input_size", "layout", "mean", "std", "samples", "method", "percentile"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise EdgepruneError(f"calibration recipe {path} has unknown keys {unknown}; its keys "
+                             f"are: {', '.join(sorted(known))}")
+
+    def norm(key: str) -> tuple[float, ...] | None:
+        value = raw.get(key, "model")
+        return None if value == "model" else tuple(float(v) for v in value)
+
+    recipe = CalibrationRecipe(
+        name=str(raw.get("name", path.stem)), input_size=tuple(raw.get("input_size", ())),
+        layout=str(raw.get("layout", "NCHW")), mean=norm("mean"), std=norm("std"),
+        samples=int(raw.get("samples", 256)), method=str(raw.get("method", "entropy")),
+        percentile=float(raw.get("percentile", 99.99)))
+    recipe.validate()
+    return recipe
+
+
+class CalibrationSource:
+    """Calibration images from the TRAIN split: a stratified, seeded subset, normalised as at
+    inference, yielded as float32 NCHW batches. Iterating again yields the same batches."""
+
+    def __init__(self, data, recipe: CalibrationRecipe, *, batch_size: int = 1, seed: int = 0):
+        if recipe.input_size and tuple(recipe.input_size) != tuple(data.input_shape):
+            raise EdgepruneError(
+                f"calibration recipe {recipe.name!r} expects inputs {tuple(recipe.input_size)} "
+                f"but {data.spec} has {tuple(data.input_shape)}; fix input_size in the recipe")
+        if recipe.mean is not None and recipe.std is not None:
+            data = data.with_normalization(recipe.mean, recipe.std)
+        self.data = data
+        self.recipe = recipe
+        self.batch_size = max(1, int(batch_size))
+        self.split = data.sample("train", recipe.samples, seed=seed)
+        if len(self.split) == 0:
+            raise EdgepruneError(f"the calibration set is empty: {data.spec} has no training "
+                                 "images; give data with a train split")
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    @property
+    def num_batches(self) -> int:
+        return -(-len(self) // self.batch_size)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for start in range(0, len(self), self.batch_size):
+            yield self.data.normalize(self.split.x[start:start + self.batch_size])
+
+
+# ---------------------------------------------------------------- TensorRT calibration cache
+
+
+def trt_version_code(version: str | None) -> int:
+    """TensorRT's NV_TENSORRT_VERSION for "8.2.1": major*1000 + minor*100 + patch = 8201."""
+    parts = [int(p) for p in (version or "8.2.1").split(".")[:3]] + [0, 0]
+    return parts[0] * 1000 + parts[1] * 100 + parts[2]
+
+
+def write_trt_cache(path: str | Path, amax: dict[str, float], *, tensorrt_version: str | None,
+                    algorithm: str = DEFAULT_CACHE_ALGORITHM) -> Path:
+    """Write per-tensor activation ranges (amax) as a TensorRT calibration cache."""
+    if algorithm not in CACHE_ALGORITHMS:
+        raise EdgepruneError(f"unknown TensorRT calibration algorithm {algorithm!r}; choose one "
+                             f"of: {', '.join(CACHE_ALGORITHMS)}")
+    lines = [f"TRT-{trt_version_code(tensorrt_version)}-{algorithm}"]
+    for name in sorted(amax):
+        # A zero range would give a zero scale, which TensorRT rejects: use the smallest normal.
+        scale = max(float(amax[name]) / INT8_MAX, float(np.finfo(np.float32).tiny))
+        lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
+    return write_text(path, "\n".join(lines) + "\n")
+
+
+@dataclass(frozen=True)
+class TrtCache:
+    version: int
+    algorithm: str
+    scales: dict[str, float]  # tensor name -> scale (amax / 127)
+
+    def amax(self, name: str) -> float:
+        return self.scales[name] * INT8_MAX
+
+
+def read_trt_cache(path: str | Path) -> TrtCache:
+    """Parse a TensorRT calibration cache (ours or one TensorRT wrote)."""
+    lines = [ln for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not lines or not lines[0].startswith("TRT-"):
+        raise EdgepruneError(f"{path} is not a TensorRT calibration cache (no TRT- header)")
+    _, version, algorithm = lines[0].split("-", 2)
+    scales = {}
+    for ln in lines[1:]:
+        name, sep, hexval = ln.rpartition(": ")
+        if not sep or len(hexval) != 8:
+            raise EdgepruneError(f"{path}: malformed calibration cache line {ln!r}")
+        scales[name] = struct.unpack(">f", bytes.fromhex(hexval))[0]
+    return TrtCache(int(version), algorithm, scales)

@@ -1,0 +1,199 @@
+"""report.html: one self-contained page (tables plus plots as inline base64 PNG, no URLs).
+
+Plots: accuracy vs MACs per variant, latency and energy per variant as bars, the per-layer energy
+breakdown of the final variant, and the MI-per-unit plot from pruning (mspic.png) when present.
+Nothing is fetched: no scripts, fonts or stylesheets from the network, so the page opens offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+from edgeprune.report.format import SUMMARY_COLUMNS, final_variant, summary_rows
+from edgeprune.report.markdown import (
+    LEGEND,
+    _energy_section,
+    _layers_section,
+    _model_name,
+    _pruning_section,
+)
+
+LAYER_BARS = 30  # the per-layer plot shows the most energy-hungry layers, in execution order
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f0f0f0} td:first-child,th:first-child{text-align:left}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+.note{color:#555;font-size:13px}
+"""
+
+
+def render_html(report: dict, base_dir: Path | None = None) -> str:
+    """The HTML page; ``base_dir`` is where a relative ``mi_plot`` file name is looked up."""
+    t = report["target"]
+    title = ("edgeprune comparison: " + ", ".join(t.get("targets", [t["name"]]))
+             if report.get("comparison") else f"edgeprune report: {t.get('display_name', t['name'])}")
+    body = [f"<h1>{_e(title)}</h1>", f"<p class=note>edgeprune {_e(report['edgeprune_version'])}"
+            + (f" · model {_e(_model_name(report))}" if report.get("model") else "")
+            + "</p>", "<h2>Variants</h2>", _table(SUMMARY_COLUMNS, summary_rows(report)),
+            f"<p class=note>{_e(LEGEND)}</p>"]
+    body += ["<h2>Plots</h2>"] + [_img(png, alt) for alt, png in _plots(report)]
+    mi = _mi_plot(report, base_dir)
+    if mi:
+        body += ["<h2>Mutual information per unit</h2>", _img(mi, "MI per unit")]
+    for section in (_energy_section(report), _pruning_section(report.get("pruning")),
+                    _layers_section(final_variant(report))):
+        body += _md_tables_to_html(section)
+    return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+            f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def _e(s: str) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _table(header, rows) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _md_tables_to_html(lines: list[str]) -> list[str]:
+    """The Markdown sections re-rendered: headings, tables and paragraphs."""
+    out, rows = [], []
+    for line in lines + [""]:
+        if line.startswith("|"):
+            if not line.startswith("|---"):
+                rows.append([c.strip().replace("\\|", "|") for c in line.strip("|").split(" | ")])
+            continue
+        if rows:
+            out.append(_table(rows[0], rows[1:]))
+            rows = []
+        if line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")), 4)
+            out.append(f"<h{level}>{_e(line.lstrip('#').strip())}</h{level}>")
+        elif line.strip():
+            out.append(f"<p class=note>{_e(line.strip())}</p>")
+    return out
+
+
+def _img(png: bytes, alt: str) -> str:
+    return (f'<img alt="{_e(alt)}" src="data:image/png;base64,'
+            f'{base64.b64encode(png).decode("ascii")}">')
+
+
+def _mi_plot(report: dict, base_dir: Path | None) -> bytes | None:
+    name = report.get("mi_plot")
+    if not name:
+        return None
+    path = Path(name) if Path(name).is_absolute() or base_dir is None else Path(base_dir) / name
+    return path.read_bytes() if path.is_file() else None
+
+
+def _label(v: dict, report: dict) -> str:
+    return (f"{v['target']}\n" if report.get("comparison") and v.get("target") else "") + \
+        f"{v['name']} ({v['precision']})"
+
+
+def _plots(report: dict) -> list[tuple[str, bytes]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = []
+    for alt, draw in (("accuracy vs MACs", _plot_accuracy), ("latency per variant", _plot_latency),
+                      ("energy per variant", _plot_energy),
+                      ("per-layer energy of the final variant", _plot_layers)):
+        fig = draw(plt, report)
+        if fig is None:
+            continue
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
+        plt.close(fig)
+        plots.append((alt, buf.getvalue()))
+    return plots
+
+
+def _plot_accuracy(plt, report: dict):
+    pts = [(v["macs"], v["accuracy"], _label(v, report)) for v in report["variants"]
+           if v.get("accuracy") is not None]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for macs, acc, label in pts:
+        ax.scatter(macs / 1e6, 100 * acc)
+        ax.annotate(label.replace("\n", " "), (macs / 1e6, 100 * acc), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set(xlabel="MACs (millions)", ylabel="accuracy (%)", title="Accuracy vs MACs")
+    ax.grid(alpha=.3)
+    return fig
+
+
+def _plot_latency(plt, report: dict):
+    import numpy as np
+
+    vs = report["variants"]
+    series = {"host measured (median)": [(v["latency_ms"].get("host_measured") or {}).get("median")
+                                         for v in vs],
+              "target estimated": [v["latency_ms"].get("target_estimated") for v in vs],
+              "target measured (median)": [(v["latency_ms"].get("target_measured") or {})
+                                           .get("median") for v in vs]}
+    series = {k: s for k, s in series.items() if any(x is not None for x in s)}
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(vs)), 4))
+    x, w = np.arange(len(vs)), 0.8 / len(series)
+    for i, (name, s) in enumerate(series.items()):
+        ax.bar(x + i * w, [0 if y is None else y for y in s], w, label=name)
+    ax.set_xticks(x + w * (len(series) - 1) / 2, [_label(v, report) for v in vs], fontsize=8)
+    ax.set(ylabel="ms per inference (batch 1)", title="Latency per variant")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _plot_energy(plt, report: dict):
+    import numpy as np
+
+    vs = report["variants"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(vs)), 4))
+    bottom = np.zeros(len(vs))
+    for key, label in (("compute", "compute"), ("weights_dram", "weights (DRAM)"),
+                       ("activations", "activations")):
+        vals = np.array([v["energy_mj"][key] for v in vs])
+        ax.bar(range(len(vs)), vals, bottom=bottom, label=label)
+        bottom += vals
+    ax.set_xticks(range(len(vs)), [_label(v, report) for v in vs], fontsize=8)
+    ax.set(ylabel="mJ per inference (45 nm estimate)", title="Energy per variant")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _plot_layers(plt, report: dict):
+    import numpy as np
+
+    v = final_variant(report)
+    layers = [(i, lay) for i, lay in enumerate(v["layers"]) if lay.get("energy_mj")]
+    if not layers:
+        return None
+    top = sorted(layers, key=lambda p: -p[1]["energy_mj"]["total"])[:LAYER_BARS]
+    top = [lay for _, lay in sorted(top, key=lambda p: p[0])]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    bottom = np.zeros(len(top))
+    for key in ("compute", "weights_dram", "activations"):
+        vals = np.array([lay["energy_mj"][key] for lay in top])
+        ax.bar(range(len(top)), vals, bottom=bottom, label=key.replace("_", " "))
+        bottom += vals
+    names = [lay["name"].strip("/").replace("/", ".")[-28:] for lay in top]
+    ax.set_xticks(range(len(top)), names, rotation=75, fontsize=6)
+    ax.set(ylabel="mJ per inference", title=f"Per-layer energy: {_label(v, report)}"
+           .replace("\n", " "))
+    ax.legend(fontsize=8)
+    return fig
