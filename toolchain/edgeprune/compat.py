@@ -162,10 +162,12 @@ def _check_qdq(model, nodes, trt: str) -> None:
     """TensorRT's explicit-quantization rules (see jetson.md): int8, zero point 0, positive scales,
     per-channel only on weights along axis 0, per-tensor activations."""
     consts = _constants(model)
-    weights = {t.name for t in model.graph.initializer}
+    weights = set(consts)  # constant tensors, and what Q of a constant makes (float-QDQ weights)
     for node in nodes:
         if node.op_type not in QDQ_OPS:
             continue
+        if node.op_type == "QuantizeLinear" and node.input[0] in weights:
+            weights.add(node.output[0])
         where = f"node {node.name or '(unnamed)'!r} ({node.op_type})"
         scale = consts.get(node.input[1]) if len(node.input) > 1 else None
         zero = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None

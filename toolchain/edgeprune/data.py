@@ -216,7 +216,8 @@ def _load_npz(arg: str) -> Loaded:
             raise EdgepruneError(f"npz:{arg}: {k} must be uint8 images, got {arrays[k].dtype}")
     train = Split(_to_nchw(arrays["x_train"], arg), arrays["y_train"].astype(np.int64).ravel())
     test = Split(_to_nchw(arrays["x_test"], arg), arrays["y_test"].astype(np.int64).ravel())
-    k = int(max(train.y.max(), test.y.max())) + 1
+    # max() of an empty split would raise: leave empty splits to _check_split's clear error.
+    k = int(max([s.y.max() for s in (train, test) if len(s)], default=-1)) + 1
     is_cifar = train.x.shape[1:] == (3, 32, 32) and k == 10
     names = CIFAR10_CLASSES if is_cifar else [str(i) for i in range(k)]
     return train, test, names, (CIFAR10_MEAN, CIFAR10_STD) if is_cifar else None

@@ -135,7 +135,7 @@ _JETSON = {
         **_COMMON,
         "runtime": {"const": "tensorrt"},
         "gpu": _section({
-            "architecture": {"enum": ["Maxwell", "Pascal", "Volta", "Ampere"]},
+            "architecture": {"enum": ["Maxwell", "Pascal", "Volta", "Ampere", "Blackwell"]},
             "compute_capability": {"type": "string", "pattern": r"^\d\.\d$"},
             "cuda_cores": {"type": "integer", "minimum": 1},
             "tensor_cores": {"type": "integer", "minimum": 0},

@@ -17,7 +17,7 @@ from pathlib import Path
 from edgeprune.engine.plan import ENGINE_NAME, PLAN_NAME, SCRIPT_NAME, plan_engine
 from edgeprune.targets import Target
 
-__all__ = ["EngineResult", "make_engine", "plan_engine", "ENGINE_NAME", "PLAN_NAME", "SCRIPT_NAME"]
+__all__ = ["ENGINE_NAME", "PLAN_NAME", "SCRIPT_NAME", "EngineResult", "make_engine", "plan_engine"]
 
 
 @dataclass

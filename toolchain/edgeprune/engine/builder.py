@@ -10,6 +10,7 @@ then build_serialized_network.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -137,7 +138,7 @@ def build_with_trtexec(plan: dict, out_dir: Path, trtexec: str) -> Path:
     root = Path(plan["root"])
     start = time.perf_counter()
     proc = subprocess.run(trtexec_command(plan, trtexec), cwd=root, capture_output=True,
-                          text=True)
+                          text=True, check=False)
     (out_dir / LOG_NAME).write_text(proc.stdout + proc.stderr, encoding="utf-8")
     if proc.returncode != 0 or not (root / plan["engine"]).is_file():
         raise EdgepruneError(f"trtexec failed (exit {proc.returncode}); see {out_dir / LOG_NAME}")
@@ -147,19 +148,14 @@ def build_with_trtexec(plan: dict, out_dir: Path, trtexec: str) -> Path:
 
 
 def trtexec_version(log: str) -> str | None:
-    """TensorRT version from trtexec's log ("TensorRT version: 8.2.1" on 8.x and 10.x;
-    "[TensorRT v8201]" in the banner of older builds)."""
-    import re
-
+    """TensorRT version from trtexec's log: "TensorRT version: 8.2.1" where it prints one, else
+    the banner's "[TensorRT v8201]" (major, one-digit minor, two-digit patch)."""
     m = re.search(r"TensorRT version: (\d+\.\d+\.\d+)", log)
     if m:
         return m.group(1)
-    m = re.search(r"\[TensorRT v(\d+)\]", log)
-    if not m:
-        return None
-    v = m.group(1)  # 8201 -> 8.2.1, 100300 -> 10.3.0
-    return f"{int(v[:-3])}.{int(v[-3:-2])}.{int(v[-2:])}" if len(v) == 4 else \
-        f"{int(v[:-4])}.{int(v[-4:-2])}.{int(v[-2:])}"
+    # 8.x: major*1000 + minor*100 + patch (8201); 10.x: major*10000 + minor*100 + patch (100300)
+    m = re.search(r"\[TensorRT v(\d)(\d)(\d\d)\]|\[TensorRT v(\d\d)(\d\d)(\d\d)\]", log)
+    return ".".join(str(int(g)) for g in m.groups() if g is not None) if m else None
 
 
 def write_engine_json(out_dir: Path, plan: dict, builder: str, seconds: float, *,

@@ -40,5 +40,5 @@ def profile_run_command(target: Target) -> str:
 def host_commands() -> list[str]:
     """Build the host (CPU) image and run the whole pipeline in it."""
     return [f"docker build -f {HOST_DOCKERFILE} -t {HOST_IMAGE} .",
-            f'docker run --rm -v "$PWD":/work -w /work {HOST_IMAGE} build --target jetson-nano '
-            "model.pt --data digits --precision fp16 --out build"]
+            (f'docker run --rm -v "$PWD":/work -w /work {HOST_IMAGE} build --target jetson-nano '
+             "model.pt --data digits --precision fp16 --out build")]

@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 TOTAL_RAILS = ("POM_5V_IN", "VDD_IN")
 _SKIP_LABEL = re.compile(r"^(NC|sum of shunt voltages)$", re.IGNORECASE)
@@ -94,7 +95,7 @@ class PowerSampler:
             return "ina3221-sysfs"
         return "tegrastats" if self.tegrastats else None
 
-    def __enter__(self) -> PowerSampler:
+    def __enter__(self) -> Self:
         if self.source:
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()

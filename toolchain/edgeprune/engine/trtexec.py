@@ -66,8 +66,8 @@ def build_script(plan: dict) -> str:
     log = shlex.quote(f"{plan['engine_dir']}/{LOG_NAME}")
     return "\n".join([
         "#!/usr/bin/env bash",
-        f"# Build the TensorRT engine for {plan['target']} (TensorRT {plan['tensorrt']}): run this "
-        "on the device.",
+        (f"# Build the TensorRT engine for {plan['target']} (TensorRT {plan['tensorrt']}): "
+         "run this on the device."),
         "# Written by `edgeprune engine`; every decision is in plan.json beside it.",
         *(f"#   {d}" for d in plan["decisions"]),
         "set -euo pipefail",

@@ -47,8 +47,8 @@ def binarize_weight(w: torch.Tensor) -> torch.Tensor:
 
 def ste(x: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
     """``forward`` in the forward pass; the gradient of x clipped to |x| ≤ 1 in the backward."""
-    clipped = x.clamp(-1.0, 1.0)
-    return clipped + (forward - clipped).detach()
+    passes = (x.abs() <= 1.0).to(x.dtype)
+    return forward.detach() + (x - x.detach()) * passes
 
 
 class BinaryWeight(nn.Module):
