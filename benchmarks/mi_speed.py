@@ -15,11 +15,10 @@ import time
 
 import numpy as np
 import torch
-from scipy.special import logsumexp
-
 from edgeprune.information import MIConfig, mutual_information, scale_features
 from edgeprune.models import create_model
 from edgeprune.units import capture_branch_outputs, list_units
+from scipy.special import logsumexp
 
 
 def numpy_bound(x: np.ndarray, y: np.ndarray, sigma2: float) -> float:
@@ -41,7 +40,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     args = ap.parse_args()
     torch.manual_seed(0)
-    from _cifar import SUBSET  # noqa: PLC0415
+    from _cifar import SUBSET
     from edgeprune.data import load_dataset
 
     data = load_dataset(f"npz:{SUBSET}")

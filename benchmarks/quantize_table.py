@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from edgeprune.checkpoint import LoadedModel, ModelInfo, data_for_model, load_model
 from edgeprune.data import load_dataset
 from edgeprune.export import export_onnx, ort_session
@@ -90,7 +89,7 @@ def main() -> None:
 
     print(f"\n{args.arch} on {args.data}: ONNX Runtime CPU, batch 1, {args.threads} threads, "
           f"median of {args.runs} runs after {args.warmup} warm-up; accuracy on the test split")
-    print(f"| precision | ONNX file (KiB) | stored weights (KiB) | CPU latency (ms) | accuracy |")
+    print("| precision | ONNX file (KiB) | stored weights (KiB) | CPU latency (ms) | accuracy |")
     print("|---|---:|---:|---:|---:|")
     for label, size, packed, ms, acc, fp32 in rows:
         stored = f"{packed / 1024:.1f} (packed 1-bit)" if packed else f"{size / 1024:.1f}"

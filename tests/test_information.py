@@ -5,13 +5,17 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.special import logsumexp
-
-import edgeprune.information as information
+from edgeprune import information
 from edgeprune.errors import EdgepruneError
-from edgeprune.information import (MIConfig, empirical_label_entropy, mi_upper_bound,
-                                   mutual_information, unit_information)
+from edgeprune.information import (
+    MIConfig,
+    empirical_label_entropy,
+    mi_upper_bound,
+    mutual_information,
+    unit_information,
+)
 from edgeprune.models import create_model
+from scipy.special import logsumexp
 
 
 def numpy_bound(x: np.ndarray, y: np.ndarray, sigma2: float) -> float:

@@ -3,20 +3,18 @@
 import itertools
 import json
 
+import edgeprune.cli  # noqa: F401  (registers the commands)
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
-
-import edgeprune.cli  # noqa: F401  (registers the commands)
 from edgeprune.checkpoint import data_for_model, load_model
 from edgeprune.cli.app import app
 from edgeprune.errors import EdgepruneError
-from edgeprune.prune import PruneConfig, bin_clusters, build_policies, kmeans_clusters, \
-    prune_model
+from edgeprune.prune import PruneConfig, bin_clusters, build_policies, kmeans_clusters, prune_model
 from edgeprune.prune.methods import l1_norm
 from edgeprune.train import evaluate
 from edgeprune.units import list_units
+from typer.testing import CliRunner
 
 # ---------------------------------------------------------------- policies
 

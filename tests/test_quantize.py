@@ -11,15 +11,19 @@ import struct
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, numpy_helper
-
 from edgeprune.errors import EdgepruneError
 from edgeprune.export import export_onnx, ort_session
 from edgeprune.quantize import QuantizeConfig, quantize_model, read_metadata
-from edgeprune.quantize.calibration import (CalibrationSource, list_recipes, load_recipe,
-                                            read_trt_cache, write_trt_cache)
+from edgeprune.quantize.calibration import (
+    CalibrationSource,
+    list_recipes,
+    load_recipe,
+    read_trt_cache,
+    write_trt_cache,
+)
 from edgeprune.quantize.int8 import tensorrt_qdq_problems
 from edgeprune.targets import load_target
+from onnx import TensorProto, numpy_helper
 
 
 @pytest.fixture(scope="module")
@@ -148,19 +152,24 @@ def test_calibration_cache_parses_back_and_matches_the_qdq_scales(int8_trt, fp32
     fp32_tensors = {o for n in onnx.load(str(fp32_onnx)).graph.node for o in n.output}
     assert "input" in cache.scales and set(cache.scales) - {"input"} <= fp32_tensors
     assert all(s > 0 for s in cache.scales.values())
-    # The explicit (QDQ) and implicit (cache) int8 paths use the same calibrated ranges.
+    # The explicit (QDQ) and implicit (cache) int8 paths use the same calibrated ranges: equal
+    # for the input and ReLU outputs; ORT may narrow a range feeding a ReLU (negatives are cut
+    # anyway) and gives Slice/Pad outputs their input's range, so elsewhere only "not wider".
     model = onnx.load(str(int8_trt.onnx_path))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    # (Outputs of Slice/Pad/Reshape share their input's scale in ORT's QDQ graph: skip them.)
-    computed = {o for n in onnx.load(str(fp32_onnx)).graph.node
-                if n.op_type in ("Conv", "Relu", "Add", "Gemm") for o in n.output} | {"input"}
-    checked = 0
+    producer = {o: n.op_type for n in onnx.load(str(fp32_onnx)).graph.node for o in n.output}
+    equal = 0
     for node in model.graph.node:
-        if node.op_type == "QuantizeLinear" and node.input[0] in computed:
-            assert float(inits[node.input[1]]) == pytest.approx(cache.scales[node.input[0]],
-                                                                 rel=1e-5)
-            checked += 1
-    assert checked > 20
+        name = node.input[0]
+        if node.op_type != "QuantizeLinear" or name not in cache.scales:
+            continue
+        scale, cached = float(inits[node.input[1]]), cache.scales[name]
+        if name == "input" or producer.get(name) == "Relu":
+            assert scale == pytest.approx(cached, rel=1e-5), name
+            equal += 1
+        elif producer.get(name) not in ("Slice", "Pad"):
+            assert scale <= cached * (1 + 1e-5), name
+    assert equal > 15
 
 
 def test_int8_ort_cpu_flavour_for_the_host(resnet20_digits, fp32_onnx, digits, tmp_path):

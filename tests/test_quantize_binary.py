@@ -8,15 +8,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import numpy_helper
-from torch import nn
-
 from edgeprune.checkpoint import LoadedModel, ModelInfo
 from edgeprune.errors import EdgepruneError
 from edgeprune.export import export_onnx, ort_session
 from edgeprune.quantize import QuantizeConfig, quantize_model, read_metadata
 from edgeprune.quantize import binary as B
 from edgeprune.targets import load_target
+from onnx import numpy_helper
+from torch import nn
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 
+import edgeprune.cli  # noqa: F401  (registers the commands)
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
-import edgeprune.cli  # noqa: F401  (registers the commands)
 from edgeprune.cli.app import app
 from edgeprune.quantize import read_metadata
 from edgeprune.quantize.calibration import read_trt_cache
+from typer.testing import CliRunner
 
 runner = CliRunner()
 

@@ -3,7 +3,6 @@
 import onnx
 import pytest
 import torch
-
 from edgeprune.checkpoint import ModelInfo, load_model, save_checkpoint
 from edgeprune.complexity import model_complexity, unit_complexity
 from edgeprune.errors import EdgepruneError

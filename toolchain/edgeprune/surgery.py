@@ -203,7 +203,7 @@ def dense_consumer_savings(model: nn.Module, name: str, macs: dict[str, int]) ->
     width = layer.conv2.out_channels
     params = mac = 0
     for c in dense_consumers(model, name):
-        bn, lin = model.get_submodule(c.bn), model.get_submodule(c.linear)
+        lin = model.get_submodule(c.linear)
         n_in = lin.weight.shape[1]
         params += 2 * width + lin.weight[:, :width].numel()  # BN weight + bias, input columns
         mac += macs.get(c.linear, 0) * width // n_in

@@ -48,12 +48,12 @@ def quantize_cmd(
     """Quantize a model and report its accuracy next to fp32's in OUT/quantize.json."""
     from edgeprune.atomic import write_with
     from edgeprune.checkpoint import data_for_model, load_model
+    from edgeprune.errors import EdgepruneError
     from edgeprune.export import export_onnx
     from edgeprune.quantize import NEEDS_DATA, QuantizeConfig, quantize_model
     from edgeprune.quantize.calibration import load_recipe
     from edgeprune.quantize.int8 import flavour_for
     from edgeprune.targets import load_target, resolve_precision
-    from edgeprune.errors import EdgepruneError
 
     tgt = load_target(target)
     resolved = resolve_precision(tgt, precision, allow_emulated=allow_emulated)

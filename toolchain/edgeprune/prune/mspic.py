@@ -30,7 +30,7 @@ from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.information import SCALINGS, MIConfig, unit_information
 from edgeprune.models import create_model
-from edgeprune.prune.methods import (StageContext, get_method, gated_val_error, list_methods)
+from edgeprune.prune.methods import StageContext, gated_val_error, get_method, list_methods
 from edgeprune.prune.policies import CLUSTERINGS, kmeans_ks
 from edgeprune.surgery import remove_units
 from edgeprune.train import TrainConfig, evaluate, train

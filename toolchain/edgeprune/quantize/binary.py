@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -172,15 +171,3 @@ def apply_packed(onnx_model, tensors: dict[str, np.ndarray]):
         if init.name in tensors:
             init.CopyFrom(numpy_helper.from_array(tensors[init.name], init.name))
     return onnx_model
-
-
-@dataclass
-class BinaryStats:
-    layers: list[str]
-    binarized_fp32_bytes: int  # bytes of those layers' weights at fp32
-    packed_payload_bytes: int  # signs + scales
-    packed_file_bytes: int
-
-    @property
-    def ratio(self) -> float:
-        return self.packed_file_bytes / max(1, self.binarized_fp32_bytes)

@@ -127,7 +127,7 @@ def quantize_int8(fp32_onnx: Path, out_path: Path, source: CalibrationSource,
     extra = {"ActivationSymmetric": flavour.symmetric_activations, "WeightSymmetric": True,
              "AddQDQPairToWeight": flavour.weights_as_float_qdq,
              # An int32 bias behind a DequantizeLinear is outside TensorRT's int8-only Q/DQ;
-             # TensorRT quantizes biases itself. ORT's CPU kernels fuse float biases as well.
+             # TensorRT quantizes biases itself. The ort-cpu flavour keeps ORT's int32 biases.
              "QuantizeBias": not flavour.symmetric_activations}
     if recipe.method == "percentile":
         extra["CalibPercentile"] = recipe.percentile
@@ -136,17 +136,30 @@ def quantize_int8(fp32_onnx: Path, out_path: Path, source: CalibrationSource,
         ranges = calibrate(fp32_onnx, source, recipe, flavour, tmp, on_batch)
         # Calibrate once: quantize_static reads the ranges back from its JSON cache.
         save_tensors_data(ranges, tmp / "ranges.json")
-        logging.getLogger().setLevel(logging.ERROR)  # ORT logs pre-processing advice at INFO
-        quantize_static(str(fp32_onnx), str(out_path), None, quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=act, weight_type=QuantType.QInt8,
-                        calibrate_method=_ort_method(recipe.method), extra_options=extra,
-                        calibration_cache_path=tmp / "ranges.json")
+        with _quiet_root_logger():  # ORT logs pre-processing advice through the root logger
+            quantize_static(str(fp32_onnx), str(out_path), None,
+                            quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=act,
+                            weight_type=QuantType.QInt8,
+                            calibrate_method=_ort_method(recipe.method), extra_options=extra,
+                            calibration_cache_path=tmp / "ranges.json")
     if flavour.name == "tensorrt":
         problems = tensorrt_qdq_problems(onnx.load(str(out_path)))
         if problems:
             raise EdgepruneError(f"the int8 model is not TensorRT-style QDQ ({problems[0]}); "
                                  "please report it")
-    return Int8Output(Path(out_path), flavour, _amax(ranges, fp32_onnx), len(source))
+    return Int8Output(Path(out_path), flavour, _amax(ranges), len(source))
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _input_name(path: Path) -> str:
@@ -157,7 +170,7 @@ def _input_name(path: Path) -> str:
     return next(i.name for i in graph.input if i.name not in inits)
 
 
-def _amax(ranges, fp32_onnx: Path) -> dict[str, float]:
+def _amax(ranges) -> dict[str, float]:
     """max |x| per float activation tensor (the symmetric range TensorRT uses)."""
     amax = {}
     for name, data in ranges.data.items():
