@@ -50,7 +50,8 @@ def _report(onnx_path, target="jetson-nano") -> dict:
             "edgeprune_version": __version__, "variants": variants,
             "pruning": {"method": "mspic", "units_before": 9, "units_after": 6,
                         "params_before": 1000, "params_after": 700,
-                        "stages": [{"stage": 1, "removed": 3, "val_error": 0.03}]}}
+                        "stages": 1,
+                        "stage_log": [{"stage": 1, "removed": 3, "val_error": 0.03}]}}
 
 
 def test_reports_validate_and_write_three_files(onnx_path, tmp_path):

@@ -144,7 +144,12 @@ def stage_prune(ctx: Context) -> dict:
     config = _configure(PruneConfig(), {"method": ctx.cfg.method, "seed": ctx.cfg.seed,
                                         "resume": True, **ctx.cfg.prune}, "prune")
     result = prune_model(loaded, ctx.data(), config, ctx.out, progress=ctx.progress)
-    s = result.summary
+    s = {**result.summary, "stage_log": [
+        {"stage": r["stage"] + 1, "units": f"{r['units_before']} → {r['units_after']}",
+         "removed": len(r["removed"]), "params_after": r["params_after"],
+         "val_error_start": round(r["val_error_start"], 4),
+         "val_error_finetuned": round(r["val_error_finetuned"], 4)}
+        for r in result.record["stages"]]}
     ctx.log(f"pruned with {s['method']}: {s['units_before']} → {s['units_after']} units, "
             f"{s['params_before']:,} → {s['params_after']:,} params")
     return {"summary": s}
@@ -155,10 +160,16 @@ def stage_export(ctx: Context) -> dict:
 
     shape = tuple(ctx.results["load"]["input_shape"])
     original = export_onnx(ctx.original().model, shape, ctx.out / "original.onnx")
-    pruned = export_onnx(ctx.pruned().model, shape, ctx.out / "model.onnx")
+    pruned_model = ctx.pruned().model
+    pruned = export_onnx(pruned_model, shape, ctx.out / "model.onnx")
     ctx.log(f"exported model.onnx (opset {pruned.opset}, {pruned.nodes} nodes, "
             f"max |ORT − PyTorch| = {pruned.max_abs_diff:.1e})")
-    return {"original": original.to_dict(), "pruned": pruned.to_dict()}
+    acc = None
+    if ctx.data() is not None:
+        from edgeprune.train import evaluate
+
+        acc = evaluate(pruned_model, ctx.data(), "test").accuracy
+    return {"original": original.to_dict(), "pruned": pruned.to_dict(), "pruned_accuracy": acc}
 
 
 def stage_quantize(ctx: Context) -> dict:
@@ -233,13 +244,9 @@ def stage_profile(ctx: Context) -> dict:
     q = r["quantize"]
     variants = [("original", "fp32", "original.onnx", r["load"]["accuracy"])]
     if pruning is not None:
-        variants.append(("pruned", "fp32", "model.onnx", pruning.get("test_accuracy_after")))
+        variants.append(("pruned", "fp32", "model.onnx", r["export"]["pruned_accuracy"]))
     if q["precision"] != "fp32":
         variants.append((f"pruned-{q['precision']}", q["precision"], q["onnx"], q["accuracy"]))
-    if pruning is not None and pruning.get("test_accuracy_after") is None and ctx.data():
-        from edgeprune.export import onnx_accuracy
-
-        variants[1] = variants[1][:3] + (onnx_accuracy(ctx.out / "model.onnx", ctx.data()),)
     rows = []
     for name, precision, onnx_name, acc in variants:
         rows.append(profile_variant(ctx.out / onnx_name, target, name=name, precision=precision,
@@ -284,7 +291,8 @@ STAGES: list[tuple[str, Callable[[Context], dict]]] = [
 
 
 def run_build(cfg: BuildConfig, *, resume: bool = False, log: Callable[[str], None] = print,
-              progress=None, stop_after: str | None = None) -> dict:
+              progress=None, stop_after: str | None = None,
+              on_stage: Callable[[str], None] | None = None) -> dict:
     """Run (or, with ``resume``, continue) the build; return the final state.
 
     ``stop_after`` ends the run after the named stage (tests use it to simulate a build that was
@@ -298,10 +306,12 @@ def run_build(cfg: BuildConfig, *, resume: bool = False, log: Callable[[str], No
     for name, stage in STAGES:
         if name in state["done"]:
             log(f"{name}: done in an earlier run, skipped")
-            continue
-        state["results"][name] = stage(ctx)
-        state["done"].append(name)
-        ctx.save()
+        else:
+            state["results"][name] = stage(ctx)
+            state["done"].append(name)
+            ctx.save()
+        if on_stage:
+            on_stage(name)
         if stop_after == name:
             break
     if state["done"][-1] == STAGES[-1][0]:
@@ -317,7 +327,7 @@ def _initial_state(cfg: BuildConfig, out: Path, resume: bool) -> dict:
             raise EdgepruneError(f"the build in {out} was made with other options; rerun it "
                                  "with the same options, or without --resume to start over")
         return state
-    return {"fingerprint": cfg.fingerprint(), "done": [], "results": {}}
+    return {"fingerprint": cfg.fingerprint(), "target": cfg.target, "done": [], "results": {}}
 
 
 def _build_record(cfg: BuildConfig, state: dict) -> dict:

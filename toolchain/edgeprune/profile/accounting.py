@@ -156,7 +156,8 @@ def account(model, precision: str = "fp32") -> GraphAccount:
         if node.op_type in MAC_OPS:
             if w_names & binary_w:
                 precs[id(node)] = "binary"
-            elif any(w.data_type in (2, 3) for w, role in owned if role == "weight"):
+            elif any(w.data_type in (2, 3) or w.name in weights_of["quantized"]
+                     for w, role in owned if role == "weight"):
                 precs[id(node)] = "int8"
     conversions = _qdq_precisions(g, precs, is_activation, producers, consumers)
 
@@ -269,8 +270,12 @@ def _weight_sources(g, inits, producers) -> dict:
     """Which initializers each compute node owns, as (initializer, role) with role "weight" or
     "qparam" (a DequantizeLinear scale or zero point), also through DequantizeLinear / Cast /
     Transpose chains (QDQ and fp16 graphs); ``derived`` lists the tensors on such chains."""
-    by_node, derived = {}, set()
-    passthrough = {"DequantizeLinear", "Cast", "Transpose", "Identity", "Reshape"}
+    by_node, derived, quantized = {}, set(), set()
+    # QuantizeLinear belongs here too: TensorRT-style QDQ graphs keep float weights behind a
+    # Q→DQ pair (TensorRT folds it into int8 weights at build time).
+    passthrough = {"QuantizeLinear", "DequantizeLinear", "Cast", "Transpose", "Identity",
+                   "Reshape"}
+    weight_q: set[int] = set()
 
     def sources(t: str, depth: int = 0) -> list | None:
         if t in inits:
@@ -282,16 +287,21 @@ def _weight_sources(g, inits, producers) -> dict:
         if first is None:
             return None
         derived.add(t)
+        if p.op_type == "QuantizeLinear":
+            weight_q.add(id(p))
+            quantized.update(w.name for w, role in first if role == "weight")
         extra = [(inits[x], "qparam") for x in p.input[1:]
-                 if x in inits and p.op_type == "DequantizeLinear"]
+                 if x in inits and p.op_type in ("QuantizeLinear", "DequantizeLinear")]
         return first + extra
 
     for node in g.node:
-        if node.op_type in passthrough:
+        if node.op_type in passthrough and node.op_type != "QuantizeLinear":
             continue
         owned = []
-        if node.op_type == "QuantizeLinear":  # an activation's scale and zero point
-            owned = [(inits[x], "qparam") for x in node.input[1:] if x in inits]
+        if node.op_type == "QuantizeLinear":
+            if node.input[0] in inits or node.input[0] in derived:
+                continue  # a weight's quantizer: its consumer owns the weight
+            owned = [(inits[x], "qparam") for x in node.input[1:] if x in inits]  # activation's
         else:
             for t in node.input:
                 owned.extend((sources(t) if t else None) or [])
@@ -300,7 +310,7 @@ def _weight_sources(g, inits, producers) -> dict:
         seen: set[str] = set()
         by_node[id(node)] = [(w, r) for w, r in owned
                              if not (w.name in seen or seen.add(w.name))]
-    return {"by_node": by_node, "derived": derived}
+    return {"by_node": by_node, "derived": derived, "quantized": quantized}
 
 
 def _weights(ws: list, precision: str, is_mac: bool) -> tuple[int, int]:

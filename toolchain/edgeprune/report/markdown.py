@@ -59,7 +59,7 @@ def _pruning_section(pruning: dict | None) -> list[str]:
     rows = [[k.replace("_", " "), fmt_int(v) if isinstance(v, int) else str(v)]
             for k, v in pruning.items() if not isinstance(v, (list, dict))]
     out = ["## Pruning", "", table(["", "value"], rows), ""]
-    stages = pruning.get("stages") or []
+    stages = pruning.get("stage_log") or []
     if stages and all(isinstance(s, dict) for s in stages):
         keys = list(dict.fromkeys(k for s in stages for k in s
                                   if not isinstance(s[k], (list, dict))))
