@@ -46,11 +46,13 @@ def command(*args, **kwargs) -> Callable:
     return decorate
 
 
-def make_progress() -> Progress:
+def make_progress(*, transient: bool = False) -> Progress:
+    """Progress bars on stderr. ``transient`` clears them when done (and when a stage fails, so
+    that an error stays one line)."""
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                     MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
-                    transient=False)
+                    transient=transient)
 
 
 @contextmanager

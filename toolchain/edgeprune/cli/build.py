@@ -93,7 +93,7 @@ def build_cmd(
     engine = {**file.get("engine", {}), **_given(dla_core=dla_core)}
     cfg = BuildConfig(model=model, prune=prune, quantize=quantize, engine=engine,
                       **{k: Path(v) if k == "out" else v for k, v in opts.items()})
-    with make_progress() as progress:
+    with make_progress(transient=True) as progress:
         overall = progress.add_task("build", total=len(STAGES), info="")
 
         def log(message: str) -> None:
@@ -114,14 +114,15 @@ def _summary(state: dict, out: Path) -> None:
     variants = state["results"]["profile"]["variants"]
     table = Table(title=f"edgeprune build: {state['results']['load']['arch']} for "
                         f"{state['target']}")
-    for col in ("variant", "precision", "params", "MACs", "accuracy", "weights", "host ms",
-                "target est. ms", "energy mJ"):
+    for col in ("variant", "precision", "params", "MACs", "acc.", "weights", "host ms",
+                "est. ms", "mJ"):
         table.add_column(col, justify="left" if col in ("variant", "precision") else "right")
     for v in variants:
         lat = v["latency_ms"]
         host = lat.get("host_measured") or {}
         acc = v.get("accuracy")
-        table.add_row(v["name"], v["precision"], f"{v['params']:,}", f"{v['macs']:,}",
+        table.add_row(v["name"], v["precision"], f"{v['params'] / 1e3:,.1f} K",
+                      f"{v['macs'] / 1e6:,.2f} M",
                       f"{acc:.2%}" if acc is not None else "-",
                       f"{v['weights_bytes'] / 1024:.0f} KiB",
                       f"{host['median']:.3f}" if host.get("median") else "-",
