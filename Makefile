@@ -21,8 +21,8 @@ install: $(STAMP)
 demo: install
 	@if [ ! -f "$(MODEL)" ]; then \
 		$(BIN)/edgeprune train --arch resnet20 --data digits --epochs 15 --out $(MODEL); fi
-	$(BIN)/edgeprune build $(MODEL) --target $(TARGET) --data digits --out demo-out/$(TARGET)
-	@echo "report: demo-out/$(TARGET)/report.html (also report.md, report.json)"
+	$(BIN)/edgeprune build $(MODEL) --target $(TARGET) --data digits --out demo-out/$(TARGET) \
+		--stages 3 --max-error-increase 0.1 --finetune-epochs 3
 
 test: install
 	$(BIN)/python -m pytest

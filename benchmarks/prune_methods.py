@@ -28,8 +28,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1000)
     args = ap.parse_args()
     loaded, data = trained("resnet20", args.epochs)
-    base = dict(stages=args.stages, finetune_epochs=args.finetune_epochs, samples=args.samples,
-                max_error_increase=args.epsilon, seed=0)
+    base = {"stages": args.stages, "finetune_epochs": args.finetune_epochs, "samples": args.samples,
+                "max_error_increase": args.epsilon, "seed": 0}
     rows = []
     mspic = prune_model(loaded, data, PruneConfig(**base), OUT / "prune_mspic")
     counts = [len(st["removed"]) for st in mspic.record["stages"] if st["removed"]]

@@ -91,7 +91,7 @@ def main() -> None:
           f"median of {args.runs} runs after {args.warmup} warm-up; accuracy on the test split")
     print("| precision | ONNX file (KiB) | stored weights (KiB) | CPU latency (ms) | accuracy |")
     print("|---|---:|---:|---:|---:|")
-    for label, size, packed, ms, acc, fp32 in rows:
+    for label, size, packed, ms, acc, _fp32 in rows:
         stored = f"{packed / 1024:.1f} (packed 1-bit)" if packed else f"{size / 1024:.1f}"
         print(f"| {label} | {size / 1024:.1f} | {stored} | {ms:.3f} | {acc:.2%} |")
     print(f"(fp32 accuracy {rows[0][5]:.2%}; the tensorrt int8 file keeps float weights with "

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from edgeprune.checkpoint import ModelInfo, load_model, save_checkpoint
 from edgeprune.data import load_dataset
 from edgeprune.models import create_model

@@ -2,13 +2,12 @@
 
 import json
 
-import pytest
-from typer.testing import CliRunner
-
 import edgeprune.cli  # noqa: F401  (registers the commands)
+import pytest
 from edgeprune.build import BuildConfig, run_build
 from edgeprune.cli.app import app
 from edgeprune.report import validate
+from typer.testing import CliRunner
 
 # Small pruning settings so that a build takes seconds: one stage, one fine-tune epoch, and an ε
 # large enough that the briefly trained digits model loses a unit or two.

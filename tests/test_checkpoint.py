@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from edgeprune.checkpoint import ModelInfo, data_for_model, load_model, save_checkpoint
 from edgeprune.errors import EdgepruneError
 from edgeprune.models import create_model

@@ -4,12 +4,11 @@ import json
 import subprocess
 import sys
 
+import edgeprune.cli  # noqa: F401  (registers the commands)
 import pytest
 import torch
-from typer.testing import CliRunner
-
-import edgeprune.cli  # noqa: F401  (registers the commands)
 from edgeprune.cli.app import app
+from typer.testing import CliRunner
 
 runner = CliRunner()
 

@@ -4,7 +4,6 @@ import pickle
 
 import numpy as np
 import pytest
-
 from edgeprune.data import load_dataset
 from edgeprune.errors import EdgepruneError
 
@@ -18,7 +17,7 @@ def test_digits_splits_are_disjoint_and_stratified():
     assert ds.input_shape == (1, 8, 8) and ds.num_classes == 10
     assert len(ds.train) + len(ds.val) + len(ds.test) == 1797
     assert np.bincount(ds.val.y).min() >= 12  # every class in the validation split
-    x, y = next(ds.batches("train", 32))
+    x, _ = next(ds.batches("train", 32))
     assert x.shape == (32, 1, 8, 8) and abs(float(x.mean())) < 0.5
 
 

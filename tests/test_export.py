@@ -4,7 +4,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from edgeprune.export import OPSET, export_onnx, onnx_accuracy, ort_session
 from edgeprune.models import create_model
 

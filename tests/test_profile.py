@@ -21,7 +21,8 @@ from torch import nn
 
 
 class SmallNet(nn.Module):
-    """1×8×8 input: conv 1→4 (3×3, pad 1), ReLU, conv 4→8 (3×3, stride 2, pad 1), ReLU, fc 128→10."""
+    """1×8×8 input: conv 1→4 (3×3, pad 1), ReLU, conv 4→8 (3×3, stride 2, pad 1), ReLU,
+    fc 128→10."""
 
     def __init__(self):
         super().__init__()

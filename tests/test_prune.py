@@ -56,8 +56,8 @@ def test_kmeans_is_optimal_and_keeps_first_units():
 
 # ---------------------------------------------------------------- the loop
 
-FAST = dict(stages=2, finetune_epochs=1, samples=300, max_error_increase=0.4,
-            resolutions=[0.05, 0.1, 0.2], batch_size=128)
+FAST = {"stages": 2, "finetune_epochs": 1, "samples": 300, "max_error_increase": 0.4,
+            "resolutions": [0.05, 0.1, 0.2], "batch_size": 128}
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_mspic_removes_units_and_writes_its_record(mspic_run, resnet20_digits_pa
     assert pruned.info.removed_units == s["removed_units"]
     assert evaluate(pruned.model, data, "val").accuracy == pytest.approx(
         s["val_accuracy_after"])
-    assert not [p for p in out.rglob(".*")]  # no temporaries left
+    assert not list(out.rglob(".*"))  # no temporaries left
 
 
 def test_resume_gives_the_uninterrupted_result(mspic_run, tmp_path):
@@ -131,9 +131,9 @@ def test_target_reduction_stops_early(mspic_run, tmp_path):
     assert prune_model(loaded, data, config, tmp_path).summary["stages_run"] == 1
 
 
-@pytest.mark.parametrize("change", [dict(method="magic"), dict(resolutions=[0.0]),
-                                    dict(clustering="dbscan"), dict(stages=0),
-                                    dict(target_reduction=1.5)])
+@pytest.mark.parametrize("change", [{"method": "magic"}, {"resolutions": [0.0]},
+                                    {"clustering": "dbscan"}, {"stages": 0},
+                                    {"target_reduction": 1.5}])
 def test_bad_config_is_a_user_error(change):
     with pytest.raises(EdgepruneError):
         PruneConfig(**change).validate()

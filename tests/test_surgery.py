@@ -46,7 +46,7 @@ def test_removed_equals_gated_and_costs_drop_exactly(arch, indices, size):
     names = [units[i].name for i in indices]
     kinds = {units[i].kind for i in indices}
     x = torch.randn(2, *SHAPE)
-    with torch.no_grad(), gated(model, {i: 0.0 for i in indices}):
+    with torch.no_grad(), gated(model, dict.fromkeys(indices, 0.0)):
         expected = model(x)
     before = model_complexity(model, SHAPE)
     saved_params = saved_macs = 0

@@ -3,10 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from edgeprune.models import create_model
-from edgeprune.units import (DENSE, IDENTITY, PROJECTION, capture_branch_outputs, gated,
-                             list_units)
+from edgeprune.units import DENSE, IDENTITY, PROJECTION, capture_branch_outputs, gated, list_units
 
 
 def _eval(name, **kw):
@@ -69,9 +67,8 @@ def test_gates_as_sequence_and_length_check():
     with torch.no_grad(), gated(model, [1.0] * 9):
         same = model(x)
     assert torch.equal(same, model(x).detach())
-    with pytest.raises(ValueError):
-        with gated(model, [1.0] * 3):
-            pass
+    with pytest.raises(ValueError), gated(model, [1.0] * 3):
+        pass
 
 
 def test_capture_branch_outputs_shapes():

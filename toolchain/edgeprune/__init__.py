@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from edgeprune.errors import EdgepruneError  # noqa: E402
+from edgeprune.errors import EdgepruneError
 
 __all__ = ["EdgepruneError", "__version__"]

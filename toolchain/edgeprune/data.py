@@ -144,7 +144,7 @@ def _check_split(name: str, s: Split, num_classes: int) -> None:
 
 
 def _hold_out(train: Split, fraction: float) -> tuple[Split, Split]:
-    n_val = max(1, int(round(len(train) * fraction)))
+    n_val = max(1, round(len(train) * fraction))
     val_idx = _stratified_indices(train.y, n_val, SPLIT_SEED)
     mask = np.ones(len(train), bool)
     mask[val_idx] = False
@@ -194,7 +194,7 @@ def _load_digits(_arg: str) -> Loaded:
     d = load_digits()
     x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # 0..16 -> 0..255
     y = d.target.astype(np.int64)
-    test_idx = _stratified_indices(y, int(round(0.2 * len(y))), SPLIT_SEED)
+    test_idx = _stratified_indices(y, round(0.2 * len(y)), SPLIT_SEED)
     mask = np.ones(len(y), bool)
     mask[test_idx] = False
     names = [str(i) for i in range(10)]

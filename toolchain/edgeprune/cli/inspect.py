@@ -55,4 +55,5 @@ def inspect_cmd(
     t = report["totals"]
     removed = f", {len(report['removed_units'])} removed" if report["removed_units"] else ""
     console.print(f"{t['units']} units{removed}; model: {t['params']:,} params, "
-                  f"{t['macs']:,} MACs ({t['params'] / 1e6:.3f} M params, {t['macs'] / 1e6:.1f} M MACs)")
+                  f"{t['macs']:,} MACs ({t['params'] / 1e6:.3f} M params, "
+                  f"{t['macs'] / 1e6:.1f} M MACs)")

@@ -213,9 +213,10 @@ def _qdq_precisions(g, precs: dict, is_activation, producers, consumers) -> set:
 
     A non-MAC op runs in int8 when it is one of INT8_KERNEL_OPS, every activation it reads comes
     from a DequantizeLinear and everything it writes goes to QuantizeLinear (the QDQ sandwich
-    runtimes turn into a quantized kernel: QLinearAdd, int8 Concat); otherwise it runs in fp32, like a MAC op left with float
-    weights. An activation Q/DQ next to int8 ops only is folded into them (free); one next to a
-    float op, or at the graph's edge, converts a tensor in a kernel of its own.
+    runtimes turn into a quantized kernel: QLinearAdd, int8 Concat); otherwise it runs in fp32,
+    like a MAC op left with float weights. An activation Q/DQ next to int8 ops only is folded into
+    them (free); one next to a float op, or at the graph's edge, converts a tensor in a kernel of
+    its own.
     """
     qdq = ("QuantizeLinear", "DequantizeLinear")
     if not any(n.op_type == "QuantizeLinear" and is_activation(n.input[0]) for n in g.node):

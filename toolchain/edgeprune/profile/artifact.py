@@ -48,7 +48,7 @@ def run_profile(cfg: ProfileConfig, log=print) -> dict:
     try:
         precision = cfg.precision or detect_precision(onnx.load(str(onnx_path),
                                                                 load_external_data=False))
-    except Exception as e:  # noqa: BLE001  (onnx raises many types for a corrupt file)
+    except Exception as e:
         raise EdgepruneError(f"{onnx_path} is not a readable ONNX model ({type(e).__name__}); "
                              "give an ONNX file or an edgeprune checkpoint") from None
     if precision not in PRECISIONS:

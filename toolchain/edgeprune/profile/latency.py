@@ -12,9 +12,9 @@ Target estimate, per node (a roofline with a launch cost)::
 summed over the nodes that launch a kernel (reshapes, weight Q/DQ and activations fused into
 the Conv/Gemm before them launch nothing and cost nothing). Memory time counts the weights and
 the activation tensors larger than the target's on-chip budget at the DRAM bandwidth, and the
-tensors that fit at ``[memory] on_chip_bandwidth_gbps`` (the DRAM bandwidth when absent). ``efficiency`` and
-``launch_overhead_us`` come from the target's ``[estimate]`` section (``efficiency_<precision>``
-overrides ``efficiency`` for one precision). A precision the target has no peak for (binary,
+tensors that fit at ``[memory] on_chip_bandwidth_gbps`` (the DRAM bandwidth when absent).
+``efficiency`` and ``launch_overhead_us`` come from the target's ``[estimate]`` section
+(``efficiency_<precision>`` overrides ``efficiency`` for one precision). A precision the target has no peak for (binary,
 int8 on a GPU without fast int8) runs at the fastest float peak the target has.
 """
 

@@ -59,7 +59,7 @@ class BinaryWeight(nn.Module):
 
 def _binary_input(module: nn.Module, args: tuple) -> tuple:
     x = args[0]
-    return (ste(x, torch.sign(x)) if module.training else torch.sign(x),) + args[1:]
+    return (ste(x, torch.sign(x)) if module.training else torch.sign(x), *args[1:])
 
 
 def binarizable_layers(model: nn.Module, *, skip_first: bool = True,

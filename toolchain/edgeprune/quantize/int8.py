@@ -210,7 +210,7 @@ def tensorrt_qdq_problems(model) -> list[str]:
             problems.append(f"{node.name!r} has a non-constant or non-positive scale")
         elif numpy_helper.to_array(scale).size > 1:
             axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-            if axis != 0 or node.input[0] not in inits and node.op_type == "QuantizeLinear":
+            if axis != 0 or (node.input[0] not in inits and node.op_type == "QuantizeLinear"):
                 problems.append(f"{node.name!r} is per-channel on axis {axis} or on an "
                                 "activation")
     return problems

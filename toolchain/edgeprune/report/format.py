@@ -64,3 +64,11 @@ def summary_rows(report: dict) -> list[list[str]]:
 def final_variant(report: dict) -> dict:
     """The variant the per-layer breakdown describes: the last one (the most processed)."""
     return report["variants"][-1]
+
+
+def report_title(report: dict) -> str:
+    """The heading of a report (one target) or of a comparison (several)."""
+    t = report["target"]
+    if report.get("comparison"):
+        return "edgeprune comparison: " + ", ".join(t.get("targets", [t["name"]]))
+    return f"edgeprune report: {t.get('display_name', t['name'])}"

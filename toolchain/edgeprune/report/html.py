@@ -12,7 +12,7 @@ import html
 import io
 from pathlib import Path
 
-from edgeprune.report.format import SUMMARY_COLUMNS, final_variant, summary_rows
+from edgeprune.report.format import SUMMARY_COLUMNS, final_variant, report_title, summary_rows
 from edgeprune.report.markdown import (
     LEGEND,
     _energy_section,
@@ -35,9 +35,7 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 
 def render_html(report: dict, base_dir: Path | None = None) -> str:
     """The HTML page; ``base_dir`` is where a relative ``mi_plot`` file name is looked up."""
-    t = report["target"]
-    title = ("edgeprune comparison: " + ", ".join(t.get("targets", [t["name"]]))
-             if report.get("comparison") else f"edgeprune report: {t.get('display_name', t['name'])}")
+    title = report_title(report)
     body = [f"<h1>{_e(title)}</h1>", f"<p class=note>edgeprune {_e(report['edgeprune_version'])}"
             + (f" · model {_e(_model_name(report))}" if report.get("model") else "")
             + "</p>", "<h2>Variants</h2>", _table(SUMMARY_COLUMNS, summary_rows(report)),
@@ -67,7 +65,7 @@ def _table(header, rows) -> str:
 def _md_tables_to_html(lines: list[str]) -> list[str]:
     """The Markdown sections re-rendered: headings, tables and paragraphs."""
     out, rows = [], []
-    for line in lines + [""]:
+    for line in [*lines, ""]:
         if line.startswith("|"):
             if not line.startswith("|---"):
                 rows.append([c.strip().replace("\\|", "|") for c in line.strip("|").split(" | ")])

@@ -8,6 +8,7 @@ from edgeprune.report.format import (
     fmt_bytes,
     fmt_float,
     fmt_int,
+    report_title,
     summary_rows,
 )
 
@@ -24,9 +25,7 @@ def table(header: list[str] | tuple[str, ...], rows: list[list[str]]) -> str:
 
 
 def render_markdown(report: dict) -> str:
-    t = report["target"]
-    title = ("edgeprune comparison: " + ", ".join(t.get("targets", [t["name"]]))
-             if report.get("comparison") else f"edgeprune report: {t.get('display_name', t['name'])}")
+    title = report_title(report)
     parts = [f"# {title}", "", f"edgeprune {report['edgeprune_version']}"
              + (f" · model {_model_name(report)}" if report.get("model") else ""), ""]
     parts += ["## Variants", "", table(SUMMARY_COLUMNS, summary_rows(report)), ""]
@@ -56,7 +55,8 @@ def _energy_section(report: dict) -> list[str]:
 def _pruning_section(pruning: dict | None) -> list[str]:
     if not pruning:
         return []
-    rows = [[k.replace("_", " "), fmt_int(v) if isinstance(v, int) else str(v)]
+    rows = [[k.replace("_", " "), fmt_int(v) if isinstance(v, int) else
+             f"{v:.4f}" if isinstance(v, float) else str(v)]
             for k, v in pruning.items() if not isinstance(v, (list, dict))]
     out = ["## Pruning", "", table(["", "value"], rows), ""]
     stages = pruning.get("stage_log") or []
