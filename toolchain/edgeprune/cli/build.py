@@ -128,7 +128,6 @@ def _summary(state: dict, out: Path) -> None:
                       f"{host['median']:.3f}" if host.get("median") else "-",
                       f"{lat['target_estimated']:.3f}" if lat.get("target_estimated") else "-",
                       f"{v['energy_mj']['total']:.3f}")
-    # Piped output has no width of its own: give the table room rather than wrapping every cell.
-    console.print(table, width=None if console.is_terminal else 120)
+    console.print(table)
     err_console.print(f"build directory: {out}")
     console.print(f"report: {Path(out) / 'report.html'}")

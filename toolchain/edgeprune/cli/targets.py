@@ -26,16 +26,16 @@ def targets_cmd(
             elif section not in ("name", "display_name"):
                 console.print(f"{section} = {values}")
         return
-    table = Table(title="edgeprune targets")
-    for col in ("name", "device", "GPU", "CC", "fp16 TFLOPS", "int8 TOPS", "memory", "TensorRT",
+    table = Table(title="edgeprune targets (`edgeprune targets NAME` shows one in full)")
+    for col in ("name", "GPU", "CC", "fp16 TFLOPS", "int8 TOPS", "memory", "GB/s", "TensorRT",
                 "fast precisions"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "name")
     for n in list_targets():
         t = load_target(n)
         gpu, mem, sw, peak = (t.section(s) for s in ("gpu", "memory", "software", "peak"))
-        table.add_row(n, t.display_name, gpu.get("architecture", "-"),
-                      str(gpu.get("compute_capability", "-")), str(peak.get("fp16_tflops", "-")),
-                      str(peak.get("int8_tops", "-") or "-"),
-                      f"{mem.get('size_gb', '-')} GB, {mem.get('bandwidth_gbps', '-')} GB/s",
-                      sw.get("tensorrt", "-"), ", ".join(t.fast_precisions))
+        table.add_row(n, gpu.get("architecture", "CPU"), str(gpu.get("compute_capability", "-")),
+                      str(peak.get("fp16_tflops") or "-"), str(peak.get("int8_tops") or "-"),
+                      f"{mem['size_gb']} GB" if mem.get("size_gb") else "-",
+                      str(mem.get("bandwidth_gbps", "-")), sw.get("tensorrt", "-"),
+                      ", ".join(t.fast_precisions))
     console.print(table)
