@@ -30,7 +30,7 @@ from edgeprune.export import export_onnx, ort_session
 from edgeprune.models import create_model
 from edgeprune.quantize import QuantizeConfig, quantize_model
 from edgeprune.targets import load_target
-from edgeprune.train import TrainConfig, train
+from edgeprune.train import TrainConfig, seed_everything, train
 
 
 def latency_ms(path: Path, shape: tuple[int, ...], threads: int, warmup: int, runs: int) -> float:
@@ -64,6 +64,7 @@ def main() -> None:
     if args.model:
         loaded = load_model(args.model)
     else:
+        seed_everything(0)
         model = create_model(args.arch, num_classes=data.num_classes,
                              in_channels=data.input_shape[0])
         train(model, data, TrainConfig(epochs=args.epochs, seed=0))

@@ -9,7 +9,7 @@ import torch
 from edgeprune.checkpoint import ModelInfo, load_model, save_checkpoint
 from edgeprune.data import load_dataset
 from edgeprune.models import create_model
-from edgeprune.train import TrainConfig, train
+from edgeprune.train import TrainConfig, seed_everything, train
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_SUBSET = REPO.parent / "shared" / "data" / "cifar10-subset.npz"
@@ -23,6 +23,7 @@ def digits():
 
 
 def _train_checkpoint(path: Path, arch: str, data, epochs: int) -> Path:
+    seed_everything(0)  # the initial weights too: every test session gets the same model
     model = create_model(arch, num_classes=data.num_classes, in_channels=data.input_shape[0])
     train(model, data, TrainConfig(epochs=epochs, seed=0))
     info = ModelInfo(arch, data.num_classes, data.input_shape, data.mean, data.std,

@@ -9,10 +9,12 @@ from edgeprune.cli.app import app
 from edgeprune.report import validate
 from typer.testing import CliRunner
 
-# Small pruning settings so that a build takes seconds: one stage, one fine-tune epoch, and an ε
-# large enough that the briefly trained digits model loses a unit or two.
-FAST_PRUNE = ["--stages", "1", "--finetune-epochs", "1", "--samples", "300",
-              "--max-error-increase", "0.15", "--calibration-samples", "64", "--no-measure-host"]
+# Small pruning settings so that a build takes seconds: one stage, three fine-tune epochs, and
+# ε = 1 so that every policy qualifies and the build surely removes units: the briefly trained
+# digits model has no free units (its cheapest policy costs 65 points of validation accuracy
+# before fine-tuning, which wins most of it back).
+FAST_PRUNE = ["--stages", "1", "--finetune-epochs", "3", "--samples", "300",
+              "--max-error-increase", "1", "--calibration-samples", "64", "--no-measure-host"]
 runner = CliRunner()
 
 

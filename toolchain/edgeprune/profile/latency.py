@@ -14,8 +14,9 @@ the Conv/Gemm before them launch nothing and cost nothing). Memory time counts t
 the activation tensors larger than the target's on-chip budget at the DRAM bandwidth, and the
 tensors that fit at ``[memory] on_chip_bandwidth_gbps`` (the DRAM bandwidth when absent).
 ``efficiency`` and ``launch_overhead_us`` come from the target's ``[estimate]`` section
-(``efficiency_<precision>`` overrides ``efficiency`` for one precision). A precision the target has no peak for (binary,
-int8 on a GPU without fast int8) runs at the fastest float peak the target has.
+(``efficiency_<precision>`` overrides ``efficiency`` for one precision). A precision the
+target has no peak for (binary, int8 on a GPU without fast int8) runs at the fastest float peak
+the target has.
 """
 
 from __future__ import annotations
