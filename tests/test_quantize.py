@@ -238,3 +238,21 @@ def test_quantize_json_merges_precisions(resnet20_digits, fp32_onnx, tmp_path):
     with pytest.raises(EdgepruneError, match="unknown precision"):
         quantize_model(resnet20_digits, fp32_onnx, None, "int4", load_target("host-cpu"), out,
                        QuantizeConfig())
+
+
+def test_int8_tensorrt_flavour_places_qdq_as_tensorrt_fuses(int8_trt):
+    """Q/DQ on Conv/Gemm/Add inputs, none on Conv outputs: the profile sees fused int8 kernels
+    (Conv→ReLU→Q writes int8), not a float ReLU with conversions around every convolution."""
+    from edgeprune.profile.accounting import account
+
+    model = onnx.load(str(int8_trt.onnx_path))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    relu_inputs = [producers.get(n.input[0]) for n in model.graph.node if n.op_type == "Relu"]
+    assert relu_inputs and all(p.op_type != "DequantizeLinear" for p in relu_inputs)
+    acc = account(model, "int8")
+    kernels = [n for n in acc.nodes if not n.fused]
+    relus = [n for n in acc.nodes if n.op_type == "Relu"]
+    assert all(n.precision == "int8" for n in kernels if n.op_type in ("Conv", "Gemm"))
+    assert sum(n.precision == "int8" for n in relus) >= len(relus) - 1  # all but the last
+    conversions = [n for n in kernels if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert len(conversions) <= 8  # only around the float shortcut slices and the pooled tail

@@ -212,8 +212,10 @@ def _qdq_precisions(g, precs: dict, is_activation, producers, consumers) -> set:
     the Q/DQ nodes that run as conversion kernels.
 
     A non-MAC op runs in int8 when it is one of INT8_KERNEL_OPS, every activation it reads comes
-    from a DequantizeLinear and everything it writes goes to QuantizeLinear (the QDQ sandwich
-    runtimes turn into a quantized kernel: QLinearAdd, int8 Concat); otherwise it runs in fp32,
+    from a DequantizeLinear and everything it writes goes to QuantizeLinear, directly or through
+    fusable epilogues such as ReLU (the QDQ sandwich runtimes turn into a quantized kernel:
+    QLinearAdd, int8 Concat); an epilogue of an int8 op whose result is quantized next is int8
+    too (TensorRT fuses Conv+ReLU and writes int8); otherwise an op runs in fp32,
     like a MAC op left with float weights. An activation Q/DQ next to int8 ops only is folded into
     them (free); one next to a float op, or at the graph's edge, converts a tensor in a kernel of
     its own.
@@ -225,7 +227,12 @@ def _qdq_precisions(g, precs: dict, is_activation, producers, consumers) -> set:
     def made_by(t: str, op: str) -> bool:
         return t in producers and producers[t].op_type == op
 
-    for node in g.node:
+    def ends_in_q(node) -> bool:  # every path from its output reaches a Q through epilogues
+        outs = [c for t in node.output for c in consumers.get(t, [])]
+        return bool(outs) and all(c.op_type == "QuantizeLinear"
+                                  or (c.op_type in FUSABLE and ends_in_q(c)) for c in outs)
+
+    for node in g.node:  # topological order: producers first
         if node.op_type in qdq or node.op_type in FREE_OPS:
             continue
         if node.op_type in MAC_OPS:
@@ -233,10 +240,14 @@ def _qdq_precisions(g, precs: dict, is_activation, producers, consumers) -> set:
                 precs[id(node)] = "fp32"
             continue
         ins = [t for t in node.input if is_activation(t)]
-        outs = [c for t in node.output for c in consumers.get(t, [])]
-        sandwiched = (node.op_type in INT8_KERNEL_OPS and ins and outs
-                      and all(made_by(t, "DequantizeLinear") for t in ins)
-                      and all(c.op_type == "QuantizeLinear" for c in outs))
+        src = producers.get(ins[0]) if len(ins) == 1 else None
+        if node.op_type in FUSABLE and src is not None and precs.get(id(src)) == "int8":
+            # The epilogue of an int8 kernel (Conv→ReLU→Q, TensorRT's Q/DQ placement): it runs
+            # in that kernel, which writes int8 when the result is quantized next.
+            precs[id(node)] = "int8" if ends_in_q(node) else "fp32"
+            continue
+        sandwiched = (node.op_type in INT8_KERNEL_OPS and ins
+                      and all(made_by(t, "DequantizeLinear") for t in ins) and ends_in_q(node))
         precs[id(node)] = "int8" if sandwiched else "fp32"
     conversions = set()
     for node in g.node:
