@@ -41,6 +41,9 @@ FREE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "
 # Elementwise activations that inference runtimes fuse into the Conv/Gemm producing their input.
 FUSABLE = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "BatchNormalization"}
 
+# Ops whose kernels run a fusable activation after them as an epilogue.
+EPILOGUE_HOSTS = MAC_OPS | {"Add"}
+
 # Non-MAC ops with int8 kernels in ONNX Runtime (QLinearAdd, QLinearConcat, QLinear*Pool, ...)
 # and TensorRT. BatchNormalization is not among them: ORT runs it in float between conversions.
 INT8_KERNEL_OPS = {"Add", "Mul", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu",
@@ -241,9 +244,11 @@ def _qdq_precisions(g, precs: dict, is_activation, producers, consumers) -> set:
             continue
         ins = [t for t in node.input if is_activation(t)]
         src = producers.get(ins[0]) if len(ins) == 1 else None
-        if node.op_type in FUSABLE and src is not None and precs.get(id(src)) == "int8":
-            # The epilogue of an int8 kernel (Conv→ReLU→Q, TensorRT's Q/DQ placement): it runs
-            # in that kernel, which writes int8 when the result is quantized next.
+        if (node.op_type in FUSABLE and src is not None and src.op_type in EPILOGUE_HOSTS
+                and precs.get(id(src)) == "int8"):
+            # The epilogue of an int8 Conv/Gemm or residual Add (Conv→ReLU→Q, TensorRT's Q/DQ
+            # placement): it runs in that kernel, which writes int8 when the result is quantized
+            # next.
             precs[id(node)] = "int8" if ends_in_q(node) else "fp32"
             continue
         sandwiched = (node.op_type in INT8_KERNEL_OPS and ins
