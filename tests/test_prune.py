@@ -156,6 +156,31 @@ def test_cli_prunes(resnet20_digits_path, tmp_path):
     assert [p["parameter"] for p in record["stages"][0]["policies"]] == [3, 5]
 
 
+
+def test_cli_prunes_a_trained_model_within_epsilon(digits, tmp_path):
+    """The issue's acceptance run, with the demo's settings: a ResNet-20 trained on digits to
+    convergence (15 epochs) loses units stage by stage, each stage's choice within ε, and the
+    pruned, fine-tuned model stays within ε of the start on the validation split."""
+    from conftest import _train_checkpoint
+
+    model = _train_checkpoint(tmp_path / "r20.pt", "resnet20", digits, epochs=15)
+    out, eps = tmp_path / "p", 0.1
+    r = runner.invoke(app, ["prune", str(model), "--data", "digits", "--out", str(out),
+                            "--stages", "2", "--finetune-epochs", "3",
+                            "--max-error-increase", str(eps)])
+    assert r.exit_code == 0, r.output
+    record = json.loads((out / "mspic.json").read_text())
+    stages = [st for st in record["stages"] if st["removed"]]
+    assert stages, "no stage removed anything"
+    for st in stages:
+        assert st["policies"][st["chosen"]]["error_increase"] <= eps
+    start = record["stages"][0]["val_error_start"]
+    assert record["stages"][-1]["val_error_finetuned"] <= start + eps
+    pruned = load_model(out / "pruned.pt")
+    assert len(list_units(pruned.model)) < 9
+    assert (out / "pruned.pt").stat().st_size < model.stat().st_size
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--method", "magic"], "unknown pruning method"),
     (["--resolutions", "a,b"], "--resolutions"),
