@@ -1,13 +1,14 @@
 """MI against σ² for units of a trained ResNet-20 and ResNet-56 (CIFAR-10 subset), at the default
-median scaling and raw: the evidence for the default σ² = 0.5 (median squared distance = 1).
+median scaling and raw: the evidence for the default σ² = 1 (median squared distance = 1).
 
     .venv/bin/python benchmarks/mi_sigma.py                 # trains/caches the models first
     .venv/bin/python benchmarks/mi_sigma.py --epochs 15 --n 1000
 
-Prints, per σ², the MI range across units (min, max, spread) and writes
-benchmarks/out/mi_sigma.png (one curve per unit, the default marked). Also prints the synthetic
-check: features with growing class separation must score in increasing order (below σ² ≈ 0.5 the
-bound is not monotone in the separation and exceeds ln K on noise).
+Prints, per σ², the MI range across units (min, max, spread) and how well the ranking of the
+units agrees with the next σ²'s (Spearman's ρ: where the curves cross, the ranking flips), and
+writes benchmarks/out/mi_sigma.png (one curve per unit, the default marked). Also prints the
+synthetic check: features with growing class separation must score in increasing order (below
+σ² ≈ 0.5 the bound is not monotone in the separation and exceeds ln K on noise).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def synthetic() -> None:
 
 
 def curves(arch: str, epochs: int, n: int) -> dict:
+    from scipy.stats import spearmanr  # scipy comes with scikit-learn
+
     loaded, data = trained(arch, epochs)
     s = data.sample("train", n, seed=0)
     x = torch.from_numpy(data.normalize(s.x))
@@ -47,9 +50,12 @@ def curves(arch: str, epochs: int, n: int) -> dict:
     raw = unit_information(loaded.model, x, s.y, range(len(units)), MIConfig(scaling="none"))
     print(f"{arch} ({len(units)} units, n={n}): raw σ²=1e-3 gives "
           f"{min(raw.values()):.3f}..{max(raw.values()):.3f}")
-    print(f"  {'σ²':<6} {'min':>6} {'max':>6} {'spread':>7}")
-    for sigma2, v in table.items():
-        print(f"  {sigma2:<6} {min(v):6.3f} {max(v):6.3f} {max(v) - min(v):7.3f}")
+    print(f"  {'σ²':<6} {'min':>6} {'max':>6} {'spread':>7}  rank corr. with the next σ²")
+    sigmas = list(table)
+    for k, (sigma2, v) in enumerate(table.items()):
+        rho = (f"{spearmanr(v, table[sigmas[k + 1]]).statistic:+.2f}"
+               if k + 1 < len(sigmas) else "")
+        print(f"  {sigma2:<6} {min(v):6.3f} {max(v):6.3f} {max(v) - min(v):7.3f}  {rho}")
     return table
 
 

@@ -70,9 +70,9 @@ def test_separating_features_score_higher_at_default_scaling():
     noise = rng.normal(size=(400, 256))
     centres = rng.normal(size=(10, 256))
     values = [mutual_information(noise + a * centres[y], y) for a in (0.0, 0.5, 1.5, 3.0)]
-    # More class separation, more information; and the default is far from saturation (the
-    # bound's floor for structureless features at median scaling is 3/(8σ²) = 0.75).
-    assert values == sorted(values) and values[-1] > values[0] + 0.08
+    # More class separation, more information, clearly above the bound's floor for structureless
+    # features at median scaling (3/(8σ²) = 0.375); and the default is far from saturation.
+    assert values == sorted(values) and values[-1] > 1.1 * values[0]
     assert 0 < values[0] < math.log(10) - 1
 
 

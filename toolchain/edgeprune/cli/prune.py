@@ -35,7 +35,7 @@ def prune_cmd(
                                "remove as many units as MSPIC would)."),
     stages: int = typer.Option(3, "--stages", help="Pruning stages (each: score, remove, "
                                "fine-tune)."),
-    resolutions: str = typer.Option("0.05,0.1,0.2,0.3", "--resolutions", help="Bin "
+    resolutions: str = typer.Option("0.02,0.05,0.1,0.2,0.3", "--resolutions", help="Bin "
                                     "resolutions r, one policy each; 'a,b;c,d' gives one list "
                                     "per stage."),
     max_error_increase: str = typer.Option("0.02", "--max-error-increase", help="ε: largest "
@@ -46,7 +46,7 @@ def prune_cmd(
     lr: float = typer.Option(0.01, "--lr", help="Fine-tuning learning rate (cosine to 0)."),
     batch_size: int = typer.Option(128, "--batch-size", help="Fine-tuning mini-batch size."),
     samples: int = typer.Option(2000, "--samples", help="Training images for the MI estimate."),
-    sigma2: float = typer.Option(None, "--sigma2", help="Kernel variance σ² (default: 0.5 of "
+    sigma2: float = typer.Option(None, "--sigma2", help="Kernel variance σ² (default: 1.0 × "
                                  "the median squared distance with --scaling median)."),
     scaling: str = typer.Option("median", "--scaling", help="Feature scaling before the MI "
                                 "estimate: median, dim, or none (raw σ², as in the paper)."),

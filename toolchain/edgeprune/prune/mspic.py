@@ -45,7 +45,8 @@ class PruneConfig:
 
     method: str = "mspic"              # mspic | random | l1
     stages: int = 3
-    resolutions: list = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3])  # or one per stage
+    # one list for every stage, or one list per stage
+    resolutions: list = field(default_factory=lambda: [0.02, 0.05, 0.1, 0.2, 0.3])
     max_error_increase: float | list = 0.02  # ε (absolute val error), or one per stage
     finetune_epochs: int = 3
     lr: float = 0.01                   # fine-tuning learning rate (cosine to 0)
