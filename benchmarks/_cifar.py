@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeprune.checkpoint import ModelInfo, data_for_model, load_model, save_checkpoint
+from edgeprune.checkpoint import data_for_model, load_model, save_checkpoint
 from edgeprune.data import load_dataset
-from edgeprune.models import create_model
-from edgeprune.train import TrainConfig, seed_everything, train
+from edgeprune.train import TrainConfig, train_from_scratch
 
 HERE = Path(__file__).resolve().parent
 SUBSET = HERE.parents[1] / "shared" / "data" / "cifar10-subset.npz"
@@ -21,10 +20,7 @@ def trained(arch: str, epochs: int):
     data = load_dataset(f"npz:{SUBSET}")
     path = CACHE / f"{arch}_cifar_subset_e{epochs}.pt"
     if not path.is_file():
-        seed_everything(0)  # initial weights included: the cached model is reproducible
-        model = create_model(arch, num_classes=data.num_classes)
-        train(model, data, TrainConfig(epochs=epochs, seed=0))
-        save_checkpoint(path, model, ModelInfo(arch, data.num_classes, data.input_shape,
-                                               data.mean, data.std, data.class_names))
+        new = train_from_scratch(arch, data, TrainConfig(epochs=epochs, seed=0))
+        save_checkpoint(path, new.model, new.info)
     loaded = load_model(path)
     return loaded, data_for_model(loaded, data)

@@ -24,13 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from edgeprune.checkpoint import LoadedModel, ModelInfo, data_for_model, load_model
+from edgeprune.checkpoint import data_for_model, load_model
 from edgeprune.data import load_dataset
 from edgeprune.export import export_onnx, ort_session
-from edgeprune.models import create_model
 from edgeprune.quantize import QuantizeConfig, quantize_model
 from edgeprune.targets import load_target
-from edgeprune.train import TrainConfig, seed_everything, train
+from edgeprune.train import TrainConfig, train_from_scratch
 
 
 def latency_ms(path: Path, shape: tuple[int, ...], threads: int, warmup: int, runs: int) -> float:
@@ -64,12 +63,7 @@ def main() -> None:
     if args.model:
         loaded = load_model(args.model)
     else:
-        seed_everything(0)
-        model = create_model(args.arch, num_classes=data.num_classes,
-                             in_channels=data.input_shape[0])
-        train(model, data, TrainConfig(epochs=args.epochs, seed=0))
-        loaded = LoadedModel(model, ModelInfo(args.arch, data.num_classes, data.input_shape,
-                                              data.mean, data.std, data.class_names))
+        loaded = train_from_scratch(args.arch, data, TrainConfig(epochs=args.epochs, seed=0))
     data = data_for_model(loaded, data)
     shape = tuple(loaded.info.input_shape)
     cfg = QuantizeConfig(binary_epochs=args.binary_epochs)

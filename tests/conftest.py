@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from edgeprune.checkpoint import ModelInfo, load_model, save_checkpoint
+from edgeprune.checkpoint import load_model, save_checkpoint
 from edgeprune.data import load_dataset
-from edgeprune.models import create_model
-from edgeprune.train import TrainConfig, seed_everything, train
+from edgeprune.train import TrainConfig, train_from_scratch
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_SUBSET = REPO.parent / "shared" / "data" / "cifar10-subset.npz"
@@ -23,12 +22,8 @@ def digits():
 
 
 def _train_checkpoint(path: Path, arch: str, data, epochs: int) -> Path:
-    seed_everything(0)  # the initial weights too: every test session gets the same model
-    model = create_model(arch, num_classes=data.num_classes, in_channels=data.input_shape[0])
-    train(model, data, TrainConfig(epochs=epochs, seed=0))
-    info = ModelInfo(arch, data.num_classes, data.input_shape, data.mean, data.std,
-                     data.class_names)
-    return save_checkpoint(path, model, info)
+    trained = train_from_scratch(arch, data, TrainConfig(epochs=epochs, seed=0))
+    return save_checkpoint(path, trained.model, trained.info)
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +31,13 @@ def resnet20_digits_path(tmp_path_factory, digits) -> Path:
     """A ResNet-20 trained on digits for 8 epochs (≈3 s; ≈97% test accuracy)."""
     return _train_checkpoint(tmp_path_factory.mktemp("models") / "resnet20_digits.pt",
                              "resnet20", digits, epochs=8)
+
+
+@pytest.fixture(scope="session")
+def resnet20_digits_converged_path(tmp_path_factory, digits) -> Path:
+    """A ResNet-20 trained on digits for 15 epochs, as `make demo` trains it (≈98% test)."""
+    return _train_checkpoint(tmp_path_factory.mktemp("models") / "resnet20_digits_e15.pt",
+                             "resnet20", digits, epochs=15)
 
 
 @pytest.fixture()

@@ -156,14 +156,11 @@ def test_cli_prunes(resnet20_digits_path, tmp_path):
     assert [p["parameter"] for p in record["stages"][0]["policies"]] == [3, 5]
 
 
-
-def test_cli_prunes_a_trained_model_within_epsilon(digits, tmp_path):
+def test_cli_prunes_a_trained_model_within_epsilon(resnet20_digits_converged_path, tmp_path):
     """The issue's acceptance run, with the demo's settings: a ResNet-20 trained on digits to
     convergence (15 epochs) loses units stage by stage, each stage's choice within ε, and the
     pruned, fine-tuned model stays within ε of the start on the validation split."""
-    from conftest import _train_checkpoint
-
-    model = _train_checkpoint(tmp_path / "r20.pt", "resnet20", digits, epochs=15)
+    model = resnet20_digits_converged_path
     out, eps = tmp_path / "p", 0.1
     r = runner.invoke(app, ["prune", str(model), "--data", "digits", "--out", str(out),
                             "--stages", "2", "--finetune-epochs", "3",

@@ -52,6 +52,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def train_from_scratch(arch: str, data: Dataset, config: TrainConfig,
+                       progress: ProgressFn | None = None):
+    """A new ``arch`` model for ``data``, initialised from ``config.seed`` (the initial weights
+    too, so the same call gives the same model) and trained; returns a LoadedModel."""
+    from edgeprune.checkpoint import LoadedModel, ModelInfo
+    from edgeprune.models import create_model
+
+    seed_everything(config.seed)
+    model = create_model(arch, num_classes=data.num_classes, in_channels=data.input_shape[0])
+    train(model, data, config, progress)
+    return LoadedModel(model, ModelInfo(arch, data.num_classes, data.input_shape, data.mean,
+                                        data.std, data.class_names))
+
+
 def train(model: nn.Module, data: Dataset, config: TrainConfig,
           progress: ProgressFn | None = None) -> list[float]:
     """Train ``model`` in place on the train split; return the mean loss of each epoch."""

@@ -27,20 +27,16 @@ def train_cmd(
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
 ) -> None:
     """Train a model from scratch (SGD, momentum 0.9, cosine schedule) and save a checkpoint."""
-    from edgeprune.checkpoint import ModelInfo, save_checkpoint
+    from edgeprune.checkpoint import save_checkpoint
     from edgeprune.data import load_dataset
-    from edgeprune.models import create_model
-    from edgeprune.train import TrainConfig, evaluate, seed_everything, train
+    from edgeprune.train import TrainConfig, evaluate, train_from_scratch
 
     ds = load_dataset(data)
-    seed_everything(seed)
-    model = create_model(arch, num_classes=ds.num_classes, in_channels=ds.input_shape[0])
     with epoch_progress("train") as progress:
-        train(model, ds, TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                                     device=device), progress)
-    result = evaluate(model.cpu(), ds, "test")
-    info = ModelInfo(arch, ds.num_classes, ds.input_shape, ds.mean, ds.std, ds.class_names)
-    save_checkpoint(out, model, info)
+        trained = train_from_scratch(arch, ds, TrainConfig(
+            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device), progress)
+    result = evaluate(trained.model.cpu(), ds, "test")
+    save_checkpoint(out, trained.model, trained.info)
     console.print(f"test accuracy {result.accuracy:.2%} (loss {result.loss:.4f}, n={result.n}); "
                   f"wrote {out}")
 
