@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from edgeprune.cli.app import command, console
 from edgeprune.cli.train import TRUST_HELP
@@ -17,11 +18,12 @@ def summary_table(report: dict) -> Table:
 
     targets = report["target"].get("targets", [report["target"]["name"]])
     skip = 0 if len(set(targets)) > 1 else 1  # one target: it is in the title, not a column
-    table = Table(title=f"edgeprune profile: {', '.join(dict.fromkeys(targets))}")
+    # Text, not markup: names come from report.json files ("[/x]" would fail, "[link=...]" link)
+    table = Table(title=Text(f"edgeprune profile: {', '.join(dict.fromkeys(targets))}"))
     for i, col in enumerate(SUMMARY_COLUMNS[skip:], start=skip):
         table.add_column(col, justify="left" if i < 3 else "right")
     for row in summary_rows(report):
-        table.add_row(*row[skip:])
+        table.add_row(*(Text(c) for c in row[skip:]))
     return table
 
 
