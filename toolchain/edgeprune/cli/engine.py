@@ -27,9 +27,11 @@ def engine_cmd(
     build_engine.sh (trtexec for the target's TensorRT, run natively or in its container)."""
     from edgeprune.engine import make_engine
     from edgeprune.engine.plan import batch_shapes
+    from edgeprune.onnx_file import read_onnx
     from edgeprune.targets import load_target
 
     tgt = load_target(target)
+    read_onnx(onnx)  # before --batch reads it: a .pt, an empty or a non-ONNX file is refused
     shapes = batch_shapes(onnx, batch) if batch else None
     result = make_engine(onnx, tgt, precision, out, calib_cache=calib_cache, dla_core=dla_core,
                          shapes=shapes, build=not no_build)

@@ -31,8 +31,7 @@ class ProfileConfig:
 
 def run_profile(cfg: ProfileConfig, log=print) -> dict:
     """Profile ``cfg.artifact`` for ``cfg.target``; write report.{json,md,html}; return it."""
-    import onnx
-
+    from edgeprune.onnx_file import read_onnx
     from edgeprune.profile import detect_precision, profile_variant
     from edgeprune.report import write_reports
 
@@ -45,12 +44,8 @@ def run_profile(cfg: ProfileConfig, log=print) -> dict:
     model_info, params, onnx_path = None, None, artifact
     if artifact.suffix.lower() != ".onnx":
         onnx_path, model_info, params = _export_checkpoint(artifact, out, cfg.trust_model, log)
-    try:
-        precision = cfg.precision or detect_precision(onnx.load(str(onnx_path),
-                                                                load_external_data=False))
-    except Exception as e:
-        raise EdgepruneError(f"{onnx_path} is not a readable ONNX model ({type(e).__name__}); "
-                             "give an ONNX file or an edgeprune checkpoint") from None
+    # empty, not ONNX, or with external data: refused here, before any work
+    precision = cfg.precision or detect_precision(read_onnx(onnx_path))
     if precision not in PRECISIONS:
         raise EdgepruneError(f"unknown precision {precision!r}; choose one of "
                              f"{', '.join(PRECISIONS)}")
