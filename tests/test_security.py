@@ -267,3 +267,28 @@ def test_report_html_and_plots_take_hostile_names(tmp_path, small_report):
     # the CLI's summary table prints the names without reading them as rich markup
     result = _report_cli(str(tmp_path), "--out", str(tmp_path / "cmp"))
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("text, message", [
+    (b'{"a": NaN}', "holds NaN"),
+    (b'{"a": -Infinity}', "holds -Infinity"),
+    (b"\xff\xfe{}", "not a report written by edgeprune"),
+    (b"[" * 100000 + b"]" * 100000, "not a report written by edgeprune"),
+    (b"[1, 2]", "report schema at (top level)"),
+])
+def test_report_refuses_a_report_json_that_is_not_ours(tmp_path, text, message):
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "report.json").write_bytes(text)
+    result = _report_cli(str(build), "--out", str(tmp_path / "cmp"))
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "cmp").exists()
+
+
+def test_report_refuses_nan_in_a_real_report(tmp_path, small_report):
+    build = _build_dir(tmp_path / "build", small_report)
+    text = (build / "report.json").read_text()
+    (build / "report.json").write_text(text.replace('"accuracy": 0.9', '"accuracy": NaN'))
+    result = _report_cli(str(build), "--out", str(tmp_path / "cmp"))
+    assert result.exit_code == 2 and "holds NaN" in result.output
