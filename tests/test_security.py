@@ -292,3 +292,20 @@ def test_report_refuses_nan_in_a_real_report(tmp_path, small_report):
     (build / "report.json").write_text(text.replace('"accuracy": 0.9', '"accuracy": NaN'))
     result = _report_cli(str(build), "--out", str(tmp_path / "cmp"))
     assert result.exit_code == 2 and "holds NaN" in result.output
+
+
+def test_engine_cli_prints_hostile_names_as_text_and_a_quoted_command(tmp_path):
+    import shlex
+
+    import edgeprune.cli  # noqa: F401
+    from edgeprune.cli.app import app
+    from typer.testing import CliRunner
+
+    (tmp_path / "m[").mkdir()  # the path reads "m[/x] ...": a closing tag to rich markup
+    onnx = conv_relu(tmp_path / "m[/x] $(touch pwned1).onnx")
+    result = CliRunner().invoke(app, ["engine", str(onnx), "--target", "jetson-xavier-nx",
+                                      "--out", str(tmp_path / "e[bold]")])
+    assert result.exit_code == 0, result.output
+    command = result.output.strip().splitlines()[-1]
+    assert shlex.split(command)[1] == "--onnx=m[/x] $(touch pwned1).onnx"
+    assert "e[bold]" in result.output
