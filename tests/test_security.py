@@ -309,3 +309,19 @@ def test_engine_cli_prints_hostile_names_as_text_and_a_quoted_command(tmp_path):
     command = result.output.strip().splitlines()[-1]
     assert shlex.split(command)[1] == "--onnx=m[/x] $(touch pwned1).onnx"
     assert "e[bold]" in result.output
+
+
+def test_script_refuses_to_mount_a_folder_with_a_colon(tmp_path):
+    """docker -v splits at ':': "/a:/etc" would mount /a at /etc. The script stops instead."""
+    bin_dir = tmp_path / "bin"
+    _stand_in(bin_dir / "docker")
+    root = tmp_path / "x:" / "etc"
+    root.mkdir(parents=True)
+    result = make_engine(conv_relu(root / "m.onnx"), load_target("jetson-nano"), "fp16",
+                         root / "engine", build=False)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "ARGS_FILE": str(tmp_path / "args")}
+    out = subprocess.run(["bash", str(result.path)], env=env, capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 2 and "docker cannot mount" in out.stderr
+    assert not (tmp_path / "args").exists()
