@@ -108,11 +108,19 @@ def read_report(directory: Path) -> dict:
         raise EdgepruneError(f"{path} does not exist; give build directories written by "
                              "`edgeprune build` or `edgeprune profile`")
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        report = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         raise EdgepruneError(f"{path} is not valid JSON ({e.msg}); rebuild it") from None
+    except (UnicodeDecodeError, RecursionError, ValueError) as e:
+        raise EdgepruneError(f"{path} is not a report written by edgeprune ({e}); "
+                             "rebuild it") from None
     validate(report)
     return report
+
+
+def _no_constant(name: str):
+    # Python's json reads NaN and Infinity, which no schema bound catches and no plot can draw.
+    raise ValueError(f"it holds {name}")
 
 
 def merge_reports(dirs: list[Path]) -> dict:
