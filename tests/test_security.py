@@ -325,3 +325,12 @@ def test_script_refuses_to_mount_a_folder_with_a_colon(tmp_path):
                          check=False)
     assert out.returncode == 2 and "docker cannot mount" in out.stderr
     assert not (tmp_path / "args").exists()
+
+
+def test_report_embeds_only_a_png_from_the_build_dir(tmp_path, small_report):
+    build = _build_dir(tmp_path / "build", small_report)
+    (build / "model.pt").write_bytes(b"PK\x03\x04 weights")
+    _set_mi_plot(build, "model.pt")
+    result = _report_cli(str(build), "--out", str(tmp_path / "cmp"))
+    assert result.exit_code == 2 and "is not a PNG image" in result.output
+    assert not (tmp_path / "cmp").exists()
