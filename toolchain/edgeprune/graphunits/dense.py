@@ -41,7 +41,11 @@ ELEMENTWISE_FUNCTIONS: set = {F.relu, torch.relu, F.relu6, F.silu, F.gelu, F.har
 PASS_MODULES: tuple = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d,
                        nn.AdaptiveMaxPool2d)
 PASS_FUNCTIONS: set = {F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.max_pool2d}
+ELEMENTWISE_METHODS: set[str] = {"relu", "sigmoid", "tanh"}
 FLATTEN_METHODS: set[str] = {"flatten", "view", "reshape"}
+
+
+UNKNOWN = torch.ones(())  # discovery: a constant whose value is not computed, maybe nonzero
 
 
 @dataclass
@@ -76,13 +80,14 @@ def _channel_offset(cat: fx.Node, src: fx.Node) -> int | None:
 class _Planner:
     """Follows dropped channels to the linear maps that read them, collecting edits."""
 
-    def __init__(self, gm: fx.GraphModule) -> None:
-        self.gm, self.calls, self.edits, self.seen = gm, module_calls(gm), [], set()
+    def __init__(self, gm: fx.GraphModule, ctx: dict, values: bool) -> None:
+        self.gm, self.values, self.edits, self.seen = gm, values, [], set()
+        self.calls, self.modules = ctx["calls"], ctx["modules"]
 
     def _module(self, n: fx.Node, types) -> nn.Module | None:
         if n.op != "call_module" or self.calls[n.target] != 1:
             return None
-        m = self.gm.get_submodule(n.target)
+        m = self.modules[n.target]
         return m if isinstance(m, types) else None
 
     def drop(self, node: fx.Node, gone: torch.Tensor, const: torch.Tensor | None) -> bool:
@@ -101,30 +106,37 @@ class _Planner:
             if bn.running_mean is None:
                 return False  # batch statistics even in eval: no constant to fold
             self.edits.append(Edit("slice_bn", u.target, u.name, gone))
-            return self.drop(u, gone, _bn_of(bn, gone, const))
+            return self.drop(u, gone, _bn_of(bn, gone, const) if self.values else UNKNOWN)
         if (lin := self._module(u, (nn.Conv2d, nn.Linear))) is not None:
             return self._linear(u, lin, gone, const)
-        if (step := _passes(self.gm, src, u)) is not None:
+        if (step := _passes(self.modules, src, u)) is not None:
             return self.drop(u, gone + step, const)
-        if (value := _elementwise(self.gm, u, gone, const)) is not None:
-            return self.drop(u, gone, value)
-        return False
+        if not _is_elementwise(self.modules, u):
+            return False
+        if const is None and _keeps_zero(self.modules, u):
+            return self.drop(u, gone, None)
+        return self.drop(u, gone, _elementwise(self.modules, u, gone, const)
+                         if self.values else UNKNOWN)
 
     def _linear(self, u: fx.Node, lin: nn.Module, gone, const) -> bool:
+        """Slice the map's inputs; a nonzero constant on them is folded (acceptance depends on
+        the graph alone, never on the values, so that discovery need not compute them)."""
         if isinstance(lin, nn.Conv2d) and lin.groups != 1:
             return False
         self.edits.append(Edit("slice_in", u.target, u.name, gone))
-        if const is None or not bool(const.any()):
+        if const is None:
             return True
         if isinstance(lin, nn.Conv2d) and any(p != 0 for p in _padding(lin)):
             return False  # a constant input is not constant at a padded border
-        w = lin.weight.detach()[:, gone]
-        delta = w.reshape(w.shape[0], len(gone), -1).sum(-1) @ const
+        delta = None
+        if self.values:
+            w = lin.weight.detach()[:, gone]
+            delta = w.reshape(w.shape[0], len(gone), -1).sum(-1) @ const
         if lin.bias is not None:
             self.edits.append(Edit("fold_bias", u.target, u.name, gone, delta))
             return True
         folds = _Folder(self)
-        if folds.fold(u, torch.arange(len(delta)), delta):
+        if folds.fold(u, torch.arange(lin.weight.shape[0]), delta):
             self.edits.extend(folds.edits)
         else:
             self.edits.append(Edit("add_bias", u.target, u.name, gone, delta))
@@ -153,32 +165,32 @@ class _Folder:
         if self.p._module(u, nn.modules.batchnorm._BatchNorm) is not None:
             self.edits.append(Edit("fold_mean", u.target, u.name, index, delta))
             return True
-        if (step := _passes(self.p.gm, src, u)) is not None:
+        if (step := _passes(self.p.modules, src, u)) is not None:
             return self.fold(u, index + step, delta)
         return False
 
 
-def _passes(gm, src: fx.Node, u: fx.Node) -> int | None:
+def _passes(modules: dict, src: fx.Node, u: fx.Node) -> int | None:
     """Channel shift through ``u`` when it passes channels (and their constants) unchanged:
     the offset for a concatenation, 0 for pooling, dropout and flattening of 1×1 maps."""
     if (cat := _channel_offset(u, src)) is not None:
         return cat
-    if u.op == "call_module" and isinstance(gm.get_submodule(u.target), PASS_MODULES):
+    if u.op == "call_module" and isinstance(modules[u.target], PASS_MODULES):
         return 0
-    if u.op == "call_module" and isinstance(m := gm.get_submodule(u.target), nn.AvgPool2d):
+    if u.op == "call_module" and isinstance(m := modules[u.target], nn.AvgPool2d):
         return 0 if _padding(m) == (0, 0) or not m.count_include_pad else None
     if u.op == "call_function" and u.target in PASS_FUNCTIONS:
         return 0
-    if _flattens(gm, u):
+    if _flattens(modules, u):
         s_in, s_out = shape(src), shape(u)
         flat = s_in and s_out and len(s_out) == 2 and all(d == 1 for d in s_in[2:])
         return 0 if flat and s_out[1] == s_in[1] else None
     return None
 
 
-def _flattens(gm, u: fx.Node) -> bool:
+def _flattens(modules: dict, u: fx.Node) -> bool:
     if u.op == "call_module":
-        return isinstance(gm.get_submodule(u.target), nn.Flatten)
+        return isinstance(modules[u.target], nn.Flatten)
     return ((u.op == "call_function" and u.target is torch.flatten)
             or (u.op == "call_method" and u.target in FLATTEN_METHODS))
 
@@ -198,16 +210,38 @@ def _bn_of(bn: nn.Module, gone: torch.Tensor, const: torch.Tensor | None) -> tor
     return y
 
 
+def _is_elementwise(modules: dict, u: fx.Node) -> bool:
+    return ((u.op == "call_module" and isinstance(modules[u.target], ELEMENTWISE_MODULES))
+            or (u.op == "call_function" and u.target in ELEMENTWISE_FUNCTIONS)
+            or (u.op == "call_method" and u.target in ELEMENTWISE_METHODS))
+
+
+def _keeps_zero(modules: dict, u: fx.Node) -> bool:
+    """f(0) = 0: zeroed channels stay zero, with nothing to fold."""
+    if u.op == "call_module":
+        return not isinstance(modules[u.target], (nn.Sigmoid, nn.Hardsigmoid))
+    return u.target not in (torch.sigmoid, "sigmoid")
+
+
 @torch.no_grad()
-def _elementwise(gm, u: fx.Node, gone, const) -> torch.Tensor | None:
-    x = torch.zeros(len(gone)) if const is None else const
-    if u.op == "call_module" and isinstance(m := gm.get_submodule(u.target), ELEMENTWISE_MODULES):
-        return m(x.clone())
-    if u.op == "call_function" and u.target in ELEMENTWISE_FUNCTIONS:
-        return u.target(x.clone(), *u.args[1:], **u.kwargs)
-    if u.op == "call_method" and u.target in ("relu", "sigmoid", "tanh"):
-        return getattr(x.clone(), u.target)()
-    return None
+def _elementwise(modules: dict, u: fx.Node, gone, const) -> torch.Tensor:
+    x = torch.zeros(len(gone)) if const is None else const.clone()
+    if u.op == "call_module":
+        return modules[u.target](x)
+    if u.op == "call_function":
+        return u.target(x, *u.args[1:], **u.kwargs)
+    return getattr(x, u.target)()
+
+
+def _plan(gm: fx.GraphModule, node: fx.Node, ctx: dict, values: bool) -> list[Edit] | None:
+    """The edits that take ``node``'s channels out of every reader (None: not possible);
+    with ``values``, the constants to fold are computed too."""
+    planner = _Planner(gm, ctx, values)
+    for cat in node.users:
+        lo = _channel_offset(cat, node)
+        if not planner.drop(cat, torch.arange(lo, lo + shape(node)[1]), None):
+            return None
+    return planner.edits
 
 
 class ConcatRule:
@@ -223,16 +257,16 @@ class ConcatRule:
             return None  # the layer does not read what it is concatenated with: no growth
         if owned_params(gm, branch, ctx['params']) == 0 or mutates_outside(gm, branch):
             return None
-        planner = _Planner(gm)
-        for cat in readers:
-            lo = _channel_offset(cat, node)
-            if not planner.drop(cat, torch.arange(lo, lo + shape(node)[1]), None):
-                return None
-        return Match(DENSE, node, node, branch, plan=planner.edits)
+        ctx.setdefault("calls", module_calls(gm))
+        ctx.setdefault("modules", dict(gm.named_modules()))
+        edits = _plan(gm, node, ctx, values=False)
+        return None if edits is None else Match(DENSE, node, node, branch, plan=edits)
 
     def remove(self, gm: fx.GraphModule, unit: GraphUnit) -> None:
         node, m = unit.match.output, unit.match
-        edits = sorted(m.plan, key=lambda e: e.op.startswith("slice"))  # folds index the old
+        ctx = {"calls": module_calls(gm), "modules": dict(gm.named_modules())}
+        edits = sorted(_plan(gm, node, ctx, values=True),
+                       key=lambda e: e.op.startswith("slice"))  # folds index the old channels
         for e in edits:
             _apply(gm, e)
         for cat in list(node.users):
