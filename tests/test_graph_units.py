@@ -220,3 +220,13 @@ def test_unknown_unit_is_a_user_error():
     remove_units(gm, ["layer1.1"])
     with pytest.raises(EdgepruneError, match="layer1.1"):
         remove_units(gm, ["layer1.1"])
+
+
+def test_branch_holds_stochastic_depth_squeeze_excitation_and_layer_scale():
+    unit = list_units(trace(build("efficientnet_b0", 32), (3, 32, 32)))[0]
+    held = {n.target for n in unit.match.branch if n.op == "call_module"}
+    assert {"features.2.1.stochastic_depth", "features.2.1.block.2.fc1"} <= held
+    unit = list_units(trace(build("bottleneck_net", 32), (3, 32, 32)))[0]
+    fetched = {n.target for n in unit.match.branch if n.op == "get_attr"}
+    assert fetched == {"stage1.0.gamma"}
+    assert "stage1.0.short.1" in {n.target for n in unit.match.shortcut if n.op == "call_module"}
