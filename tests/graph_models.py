@@ -2,8 +2,8 @@
 hand-written models that come from no library (a residual-bottleneck CNN and a small ViT).
 
 Every model is built with a seed and randomised so that a wrong removal shows: BN running
-statistics and affine terms, and layer scales (ConvNeXt starts them at 1e-6, which would hide a
-branch).
+statistics and affine terms, layer scales (ConvNeXt starts them at 1e-6, which would hide a
+branch), and zero-initialised heads (torchvision's ViT).
 """
 
 from __future__ import annotations
@@ -170,6 +170,8 @@ def randomise(model: nn.Module) -> nn.Module:
             m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
             m.weight.copy_(torch.rand(n, generator=g) + 0.5)
             m.bias.copy_(torch.rand(n, generator=g) - 0.5)
+        if isinstance(m, nn.Linear) and not m.weight.any():  # torchvision ViT: zero head
+            m.weight.normal_(0, 0.05, generator=g)
         if isinstance(getattr(m, "layer_scale", None), nn.Parameter):  # ConvNeXt: 1e-6
             m.layer_scale.copy_(torch.rand(m.layer_scale.shape, generator=g) + 0.5)
     return model.eval()

@@ -289,7 +289,7 @@ class ConcatRule:
                 params += mod.weight[:, e.index].numel()
                 macs += node_macs.get(e.node, 0) * len(e.index) // mod.weight.shape[1]
             elif e.op == "add_bias":
-                params -= len(e.delta)
+                params -= mod.weight.shape[0]  # the new bias
         return params, macs
 
 
