@@ -25,7 +25,7 @@ from edgeprune.graphunits import (
     unit_complexity,
 )
 from edgeprune.units import DENSE, IDENTITY, PROJECTION
-from graph_models import ARCHS, build
+from graph_models import ARCHS, build, randomise
 from torch import nn
 
 
@@ -230,3 +230,49 @@ def test_branch_holds_stochastic_depth_squeeze_excitation_and_layer_scale():
     fetched = {n.target for n in unit.match.branch if n.op == "get_attr"}
     assert fetched == {"stage1.0.gamma"}
     assert "stage1.0.short.1" in {n.target for n in unit.match.shortcut if n.op == "call_module"}
+
+
+class GrowingNet(nn.Module):
+    """Two dense layers read by 1×1 convs whose constant cannot go into a BN: one conv has a
+    bias (folded there), the other has none and a ReLU after it (a bias is created). A third
+    reader through a padded 3×3 conv makes its layer no unit: a constant is not constant at a
+    zero-padded border."""
+
+    def __init__(self, padded: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.layer1 = nn.Sequential(nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+        self.layer2 = nn.Sequential(nn.BatchNorm2d(12), nn.ReLU(), nn.Conv2d(12, 4, 1))
+        self.bn = nn.BatchNorm2d(16)
+        self.read = nn.Conv2d(16, 6, 3 if padded else 1, padding=1 if padded else 0, bias=False)
+        self.head = nn.Linear(6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.cat([x, self.layer1(x)], 1)
+        x = torch.cat([x, self.layer2(x)], 1)
+        return self.head(F.relu(self.read(F.relu(self.bn(x)))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_dense_constants_fold_into_a_bias_or_a_new_one(first):
+    model = randomise(GrowingNet())
+    gm = trace(model, (3, 8, 8))
+    units = list_units(gm)
+    assert [u.kind for u in units] == [DENSE, DENSE]
+    unit = units[0 if first else 1]
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad(), gated(gm, {unit.index: 0.0}):
+        expected = gm(x)
+    before, cost = model_complexity(gm, (3, 8, 8)), unit_complexity(gm, [unit])[0]
+    remove_units(gm, [unit.name])
+    after = model_complexity(gm, (3, 8, 8))
+    with torch.no_grad():
+        assert _close(gm(x), expected) and not _close(model(x), expected)
+    assert before.params - after.params == cost.params
+    assert before.macs - after.macs == cost.macs > 0
+    assert gm.read.bias is not None and gm.read.bias.shape == (6,)  # created for the constant
+
+
+def test_padded_reader_is_no_dense_unit():
+    assert list_units(trace(randomise(GrowingNet(padded=True)), (3, 8, 8))) == []
