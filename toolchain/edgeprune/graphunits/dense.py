@@ -255,7 +255,7 @@ class ConcatRule:
         fork = outside_inputs(branch)
         if not fork or any(not fork <= set(_cat_inputs(u)) for u in readers):
             return None  # the layer does not read what it is concatenated with: no growth
-        if owned_params(gm, branch, ctx['params']) == 0 or mutates_outside(gm, branch):
+        if owned_params(gm, branch, ctx["params"]) == 0 or mutates_outside(gm, branch):
             return None
         ctx.setdefault("calls", module_calls(gm))
         ctx.setdefault("modules", dict(gm.named_modules()))

@@ -54,22 +54,22 @@ class ResidualRule:
                  if (m := self._branch(gm, node, q, p, ctx)) is not None]
         if not found:
             return None
-        return max(found, key=lambda m: ctx['params'].owned(m.branch))  # first wins a tie
+        return max(found, key=lambda m: ctx["params"].owned(m.branch))  # first wins a tie
 
     def _branch(self, gm: fx.GraphModule, add: fx.Node, q: fx.Node, p: fx.Node,
                 ctx: dict) -> Match | None:
         """The unit with branch output ``q`` and shortcut ``p``, if that reading holds."""
         if len(q.users) != 1 or shape(p) != shape(add):  # the shortcut alone must fit
             return None
-        branch = exclusive(q, ctx['order'])
+        branch = exclusive(q, ctx["order"])
         fork = outside_inputs(branch)
         if not fork or not fork <= ancestors(p) | {p}:
             return None
-        if owned_params(gm, branch, ctx['params']) == 0 or mutates_outside(gm, branch):
+        if owned_params(gm, branch, ctx["params"]) == 0 or mutates_outside(gm, branch):
             return None
         if p in fork:
             return Match(IDENTITY, add, q, branch)
-        return Match(PROJECTION, add, q, branch, shortcut=exclusive(p, ctx['order']))
+        return Match(PROJECTION, add, q, branch, shortcut=exclusive(p, ctx["order"]))
 
     def remove(self, gm: fx.GraphModule, unit: GraphUnit) -> None:
         add, m = unit.match.anchor, unit.match
