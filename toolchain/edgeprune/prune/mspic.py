@@ -68,7 +68,8 @@ class PruneConfig:
     target_metric: str = "params"      # units | params | macs
     counts: list | None = None         # baselines: units to remove per stage (else MSPIC's count)
     variant: str = "default"           # default | paper (raw σ², earliest kept, absolute ε)
-    score: str = "mi"                  # mi | mi-shuffle | conditional (information.SCORES)
+    score: str = "conditional"         # mi | mi-shuffle | conditional (information.SCORES);
+    # conditional (−H(T|Y)) ranked units best in benchmarks/criteria.py (README)
     keep: str = "first"                # which unit a cluster keeps: first | score | cost
     epsilon_mode: str = "stage"        # stage | budget | absolute (see EPSILON_MODES)
     shuffles: int = 8                  # label shuffles for score = mi-shuffle
