@@ -110,3 +110,64 @@ def test_unit_information_scores_every_unit_in_groups(monkeypatch):
     assert sorted(one_pass) == list(range(9)) and seen == list(range(9))
     assert all(one_pass[i] == pytest.approx(per_unit[i], abs=1e-12) for i in range(9))
     assert all(0 < v <= math.log(3) + 1e-9 for v in one_pass.values())
+
+
+@pytest.mark.parametrize("offset", [1e6, 1e8])
+def test_a_common_offset_does_not_change_the_value(offset):
+    # Before centring, ‖a‖² + ‖b‖² − 2a·b cancelled: 1e6 cost 8.5e-7 nats, 1e8 cost 0.06.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(120, 40))
+    y = rng.integers(0, 4, size=120)
+    x[y == 2] += 0.7
+    for scaling in ("median", "none"):
+        cfg = MIConfig(scaling=scaling, sigma2=1.0 if scaling == "none" else None)
+        assert mutual_information(x + offset, y, cfg) == pytest.approx(
+            mutual_information(x, y, cfg), abs=1e-9)
+
+
+def test_float32_products_stay_within_1e6_of_float64(monkeypatch):
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 10, size=300)
+    x = rng.normal(size=(300, 3000)) + 0.3 * rng.normal(size=(10, 3000))[y] + 5.0
+    monkeypatch.setattr(information, "FLOAT32_MIN_WORK", float("inf"))
+    exact = {s: mutual_information(x, y, MIConfig(score=s)) for s in information.SCORES}
+    monkeypatch.setattr(information, "FLOAT32_MIN_WORK", 0)
+    for s, v in exact.items():
+        assert mutual_information(x, y, MIConfig(score=s)) == pytest.approx(v, abs=1e-6)
+
+
+def test_zero_median_distance_falls_back_to_the_nonzero_distances():
+    # Most samples identical (e.g. dead ReLU maps): the median distance is 0, but the rest of
+    # the distances still set a scale instead of leaving the features unscaled.
+    rng = np.random.default_rng(7)
+    x = np.zeros((60, 8))
+    x[:15] = rng.normal(size=(15, 8))
+    assert information.median_sq_distance(x) > 0
+    y = np.arange(60) % 3
+    a = mutual_information(x, y)
+    assert a == pytest.approx(mutual_information(100 * x, y), abs=1e-9)
+    # All equal: nothing to tell the classes apart, and no error.
+    assert mutual_information(np.ones((30, 4)), np.arange(30) % 3) == pytest.approx(0, abs=1e-12)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nan_or_inf_features_are_a_user_error(bad):
+    x = np.ones((20, 5))
+    x[3, 2] = bad
+    with pytest.raises(EdgepruneError, match="NaN or inf"):
+        mutual_information(x, np.arange(20) % 2)
+
+
+def test_shuffle_corrected_score_removes_the_label_independent_part():
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 5, size=200)
+    noise = rng.normal(size=(200, 64))
+    informative = noise + 2.0 * rng.normal(size=(5, 64))[y]
+    cfg = MIConfig(score="mi-shuffle", shuffles=4)
+    # Structureless features score well above 0 by the bound, but ≈ 0 once shuffles are
+    # subtracted; informative features keep a clearly positive score.
+    assert mutual_information(noise, y) > 0.2
+    assert abs(base := information.unit_score(noise, y, cfg)) < 0.02
+    assert information.unit_score(informative, y, cfg) > base + 0.05
+    with pytest.raises(EdgepruneError, match="score"):
+        MIConfig(score="entropy")

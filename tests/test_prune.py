@@ -132,6 +132,8 @@ def test_target_reduction_stops_early(mspic_run, tmp_path):
 
 
 @pytest.mark.parametrize("change", [{"method": "magic"}, {"resolutions": [0.0]},
+                                    {"variant": "fancy"}, {"keep": "last"},
+                                    {"epsilon_mode": "relative"}, {"score": "entropy"},
                                     {"clustering": "dbscan"}, {"stages": 0},
                                     {"target_reduction": 1.5}])
 def test_bad_config_is_a_user_error(change):
@@ -196,3 +198,65 @@ def test_cli_missing_model_exits_2(tmp_path):
     r = runner.invoke(app, ["prune", str(tmp_path / "nope.pt"), "--data", "digits", "--out",
                             str(tmp_path / "o")])
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+# ---------------------------------------------------------------- variants, ε, stopping, resume
+
+
+def test_keep_rules_choose_which_unit_a_cluster_keeps():
+    values = [0.1, 0.12, 0.5, 0.52, 0.9]
+    first, by_score, by_cost = (
+        build_policies(values, "bins", [0.25], p)[0]
+        for p in (None, values, [0.0, 0.3, 0.2, 0.1, 0.0]))
+    assert first.removed == (1, 3)       # the paper: the earliest unit stays
+    assert by_score.removed == (0, 2)    # the highest score stays
+    assert by_cost.removed == (0, 3)     # the unit whose removal costs most stays
+
+
+def test_mspic_with_a_count_removes_exactly_that_many(mspic_run, tmp_path):
+    loaded, data, _, _ = mspic_run
+    one = {**FAST, "stages": 1, "finetune_epochs": 0}
+    for keep in ("first", "cost"):
+        r = prune_model(loaded, data, PruneConfig(**one, counts=[3], keep=keep), tmp_path / keep)
+        assert len(r.summary["removed_units"]) == 3
+
+
+def test_budget_epsilon_bounds_the_drift_from_the_original(mspic_run, tmp_path):
+    loaded, data, _, _ = mspic_run
+    cfg = PruneConfig(**{**FAST, "max_error_increase": 0.05, "stages": 2},
+                      epsilon_mode="budget")
+    r = prune_model(loaded, data, cfg, tmp_path)
+    original = r.record["stages"][0]["val_error_start"]
+    for st in r.record["stages"]:
+        assert st["epsilon_reference"] == pytest.approx(original)
+        if st["removed"]:
+            assert st["gated_val_error"] <= original + 0.05 + 1e-12
+
+
+def test_paper_variant_fixes_the_papers_choices():
+    cfg = PruneConfig(variant="paper", scaling="median", keep="cost").resolved()
+    assert (cfg.scaling, cfg.sigma2, cfg.keep, cfg.score, cfg.epsilon_mode) == \
+        ("none", None, "first", "mi", "absolute")
+    assert cfg.mi_config().effective_sigma2 == 1e-3
+
+
+def test_a_stage_removing_nothing_ends_the_run_only_if_no_later_stage_can_remove():
+    from edgeprune.prune.mspic import _should_stop
+
+    last = {"removed": [], "stage": 0}
+    assert _should_stop(last, None, 9, PruneConfig(stages=3))
+    assert not _should_stop(last, None, 9, PruneConfig(stages=3,
+                                                       max_error_increase=[0.01, 0.05]))
+    assert not _should_stop(last, None, 9, PruneConfig(stages=2,
+                                                       resolutions=[[0.05], [0.05, 0.3]]))
+    assert _should_stop(last, None, 9, PruneConfig(stages=2, max_error_increase=[0.05, 0.01]))
+
+
+def test_resume_with_other_options_refuses_and_names_them(mspic_run, tmp_path):
+    loaded, data, _, _ = mspic_run
+    one = {**FAST, "stages": 1, "finetune_epochs": 0}
+    prune_model(loaded, data, PruneConfig(**one), tmp_path)
+    with pytest.raises(EdgepruneError, match=r"--samples \(was 300, now 200\)"):
+        prune_model(loaded, data, PruneConfig(**{**one, "samples": 200}, resume=True), tmp_path)
+    # Without --resume it starts over, as before.
+    prune_model(loaded, data, PruneConfig(**{**one, "samples": 200}), tmp_path)

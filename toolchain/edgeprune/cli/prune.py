@@ -58,6 +58,14 @@ def prune_cmd(
                                            "fraction of --target-metric is removed."),
     target_metric: str = typer.Option("params", "--target-metric", help="units, params or "
                                       "macs."),
+    variant: str = typer.Option("default", "--variant", help="default, or paper (raw σ², "
+                                "earliest unit kept, absolute ε, as published)."),
+    score: str = typer.Option("conditional", "--score", help="Unit score: conditional "
+                              "(−H(T|Y)), mi, or mi-shuffle (MI minus its label-shuffle mean)."),
+    keep: str = typer.Option("first", "--keep", help="Unit a cluster keeps: first, score or "
+                             "cost (the one whose removal costs most)."),
+    epsilon_mode: str = typer.Option("stage", "--epsilon-mode", help="ε against: stage (its "
+                                     "start), budget (the original model) or absolute."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     resume: bool = typer.Option(False, "--resume", help="Continue after the last finished stage "
                                 "in OUT/stages (same model and options)."),
@@ -79,6 +87,7 @@ def prune_cmd(
         clustering=clustering,
         ks=[int(k) for k in parse_floats(clusters, "--clusters")] if clusters else None,
         target_reduction=target_reduction, target_metric=target_metric, seed=seed,
+        variant=variant, score=score, keep=keep, epsilon_mode=epsilon_mode,
         resume=resume, device=device)
     config.validate()  # before loading anything, so bad options fail fast
     loaded = load_model(model, trust_model=trust_model)

@@ -55,8 +55,25 @@ class StageContext:
     score_fn: Callable[[], dict[int, float]]
     error_fn: Callable[[tuple[int, ...]], float]
     on_policy: Callable[[], None] | None = None
+    keep: str = "first"               # which unit a cluster keeps: first | score | cost
+    reference_error: float | None = None  # ε is measured from here (None: base_error)
     _errors: dict = field(default_factory=dict)
     _mi: dict | None = None
+
+    @property
+    def reference(self) -> float:
+        return self.base_error if self.reference_error is None else self.reference_error
+
+    def single_costs(self) -> list[float]:
+        """Gated validation error with each unit removed alone (cached)."""
+        return [self.gated_error((i,)) for i in range(len(self.units))]
+
+    def keep_priority(self, values: list[float]) -> list[float] | None:
+        if self.keep == "first":
+            return None
+        if self.keep == "score":
+            return list(values)
+        return self.single_costs()
 
     def mi(self) -> dict[int, float]:
         if self._mi is None:
@@ -99,7 +116,16 @@ def get_method(name: str) -> MethodFn:
 def mspic(ctx: StageContext) -> Selection:
     mi = ctx.mi()
     values = [mi[i] for i in range(len(ctx.units))]
-    policies = build_policies(values, ctx.clustering, ctx.parameters)
+    if ctx.count is not None:
+        # A fixed count: the one k-means policy with m − count clusters removes exactly that
+        # many units (ε is not consulted; the count is the caller's decision).
+        m = len(values)
+        policies = build_policies(values, "kmeans", [max(1, m - min(ctx.count, m - 1))],
+                                  ctx.keep_priority(values))
+        err = ctx.gated_error(policies[0].removed) if policies[0].removed else ctx.base_error
+        rec = _policy_record(ctx, policies[0], err)
+        return Selection(list(policies[0].removed), [rec], 0, _by_name(ctx, mi), "mi", err)
+    policies = build_policies(values, ctx.clustering, ctx.parameters, ctx.keep_priority(values))
     records = []
     for p in policies:
         err = ctx.gated_error(p.removed) if p.removed else ctx.base_error
@@ -153,7 +179,7 @@ def _policy_record(ctx: StageContext, p: Policy, err: float) -> dict:
         "removed": [names[i] for i in p.removed],
         "val_error": err,
         "error_increase": err - ctx.base_error,
-        "qualifies": err - ctx.base_error <= ctx.epsilon + 1e-12,
+        "qualifies": err - ctx.reference <= ctx.epsilon + 1e-12,
     }
 
 

@@ -18,7 +18,7 @@ import copy
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -28,15 +28,23 @@ from edgeprune.checkpoint import LoadedModel, ModelInfo, load_model, save_checkp
 from edgeprune.complexity import model_complexity
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
-from edgeprune.information import SCALINGS, MIConfig, unit_information
+from edgeprune.information import SCALINGS, SCORES, MIConfig, unit_information
 from edgeprune.models import create_model
 from edgeprune.prune.methods import StageContext, gated_val_error, get_method, list_methods
-from edgeprune.prune.policies import CLUSTERINGS, kmeans_ks
+from edgeprune.prune.policies import CLUSTERINGS, KEEP_RULES, kmeans_ks
 from edgeprune.surgery import remove_units
 from edgeprune.train import TrainConfig, evaluate, train
 from edgeprune.units import list_units
 
 TARGET_METRICS = ("units", "params", "macs")
+# What ε bounds: stage = the gated val error's increase over the stage's start; budget = its
+# increase over the original model (the drift over stages stays ≤ ε); absolute = the gated val
+# error itself (the paper's "Test error < ε^t").
+EPSILON_MODES = ("stage", "budget", "absolute")
+VARIANTS = ("default", "paper")
+# --variant paper: the procedure exactly as published (Algorithm 1 of the seed paper)
+PAPER = {"scaling": "none", "sigma2": None, "score": "mi", "keep": "first",
+         "epsilon_mode": "absolute"}
 
 
 @dataclass
@@ -59,6 +67,12 @@ class PruneConfig:
     target_reduction: float | None = None  # stop once this fraction of target_metric is gone
     target_metric: str = "params"      # units | params | macs
     counts: list | None = None         # baselines: units to remove per stage (else MSPIC's count)
+    variant: str = "default"           # default | paper (raw σ², earliest kept, absolute ε)
+    score: str = "conditional"         # mi | mi-shuffle | conditional (information.SCORES);
+    # conditional (−H(T|Y)) ranked units best in benchmarks/criteria.py (README)
+    keep: str = "first"                # which unit a cluster keeps: first | score | cost
+    epsilon_mode: str = "stage"        # stage | budget | absolute (see EPSILON_MODES)
+    shuffles: int = 8                  # label shuffles for score = mi-shuffle
     seed: int = 0
     resume: bool = False
     device: str = "cpu"
@@ -91,6 +105,22 @@ class PruneConfig:
             bad(f"target reduction must be a fraction in (0, 1), got {self.target_reduction}")
         if self.samples < 10 or self.finetune_epochs < 0 or self.batch_size < 1:
             bad("samples must be ≥ 10, finetune epochs ≥ 0 and batch size ≥ 1")
+        choices = {"variant": VARIANTS, "score": SCORES, "keep": KEEP_RULES,
+                   "epsilon_mode": EPSILON_MODES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                bad(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}; choose one of: "
+                    f"{', '.join(allowed)}")
+        if self.score == "mi-shuffle" and self.shuffles < 1:
+            bad(f"mi-shuffle needs at least 1 label shuffle, got {self.shuffles}")
+
+    def resolved(self) -> PruneConfig:
+        """The options in effect: ``variant = paper`` fixes the paper's choices."""
+        return replace(self, **PAPER) if self.variant == "paper" else self
+
+    def mi_config(self) -> MIConfig:
+        return MIConfig(self.sigma2, self.scaling, score=self.score, shuffles=self.shuffles,
+                        shuffle_seed=self.seed)
 
     def resolutions_at(self, t: int) -> list[float]:
         rs = self.resolutions
@@ -124,6 +154,7 @@ def prune_model(loaded: LoadedModel, data: Dataset, config: PruneConfig, out_dir
     stages/ under ``out_dir``. ``data`` must be normalised as the model was trained
     (:func:`edgeprune.checkpoint.data_for_model`). The input model is not modified."""
     config.validate()
+    config = config.resolved()
     out_dir = Path(out_dir)
     stages_dir = out_dir / "stages"
     stages_dir.mkdir(parents=True, exist_ok=True)
@@ -133,21 +164,25 @@ def prune_model(loaded: LoadedModel, data: Dataset, config: PruneConfig, out_dir
     original = _original_units(info, loaded)
     fingerprint = _fingerprint(loaded, data, config)
     model = copy.deepcopy(loaded.model).cpu().eval()
-    records = _resume(stages_dir, fingerprint) if config.resume else []
+    records = _resume(stages_dir, fingerprint, config) if config.resume else []
     if records:
         model, info = _load_stage(stages_dir, len(records) - 1, info)
     else:
         _clear_stages(stages_dir)
     start = model_complexity(loaded.model.cpu(), shape)
     start_units = len(list_units(loaded.model))
-    x_mi, y_mi = _mi_sample(data, config)
+    x_mi, y_mi = mi_sample(data, config)
+    original_error = (records[0]["val_error_start"] if records
+                      else evaluate(loaded.model, data, "val", device=config.device).error)
+    loaded.model.cpu()
     t = len(records)
     while t < config.stages and not (records and _should_stop(records[-1], start, start_units,
                                                                 config)):
         record, model, info = _run_stage(t, model, info, data, config, x_mi, y_mi, shape,
-                                         progress)
+                                         progress, original_error)
         save_checkpoint(stages_dir / f"stage_{t}.pt", model, info)
-        write_json(stages_dir / f"stage_{t}.json", {"fingerprint": fingerprint, "record": record})
+        write_json(stages_dir / f"stage_{t}.json", {"fingerprint": fingerprint, "record": record,
+                                                    "options": config.fingerprint_fields()})
         records.append(record)
         t += 1
     return _finish(model, info, records, original, start, start_units, config, out_dir)
@@ -156,26 +191,37 @@ def prune_model(loaded: LoadedModel, data: Dataset, config: PruneConfig, out_dir
 # ---------------------------------------------------------------- one stage
 
 
-def _run_stage(t, model, info, data, config, x_mi, y_mi, shape, progress):
+def stage_context(t: int, model, data: Dataset, config: PruneConfig, x_mi, y_mi,
+                  original_error: float | None = None, progress=None) -> StageContext:
+    """What a method decides stage ``t`` on (also used by benchmarks/criteria.py)."""
     units = list_units(model)
-    before = model_complexity(model, shape)
     base = evaluate(model, data, "val", device=config.device).error
     model.cpu()
     params = config.resolutions_at(t)
     if config.clustering == "kmeans":
         params = [int(k) for k in config.ks] if config.ks else kmeans_ks(params, len(units))
-    ctx = StageContext(
+    reference = {"stage": None, "budget": base if original_error is None else original_error,
+                 "absolute": 0.0}[config.epsilon_mode]
+    return StageContext(
         stage=t, model=model, units=units, base_error=base, epsilon=config.epsilon_at(t),
         parameters=params, clustering=config.clustering, seed=config.seed,
         count=(config.counts[min(t, len(config.counts) - 1)] if config.counts else None),
         score_fn=lambda: _score(model, units, x_mi, y_mi, config, progress, t),
         error_fn=lambda removed: gated_val_error(model, units, removed, data),
-        on_policy=_bar(progress, f"stage {t + 1}: policies", len(params)))
+        on_policy=_bar(progress, f"stage {t + 1}: policies", len(params)),
+        keep=config.keep, reference_error=reference)
+
+
+def _run_stage(t, model, info, data, config, x_mi, y_mi, shape, progress, original_error):
+    before = model_complexity(model, shape)
+    ctx = stage_context(t, model, data, config, x_mi, y_mi, original_error, progress)
+    units, base = ctx.units, ctx.base_error
     sel = get_method(config.method)(ctx)
     names = [units[i].name for i in sel.removed]
     record = {
         "stage": t, "units_before": len(units), "val_error_start": base,
-        "epsilon": ctx.epsilon, "scores": sel.scores, "score_kind": sel.score_kind,
+        "epsilon": ctx.epsilon, "epsilon_reference": ctx.reference, "scores": sel.scores,
+        "score_kind": sel.score_kind,
         "policies": sel.policies, "chosen": sel.chosen, "removed": names,
         "gated_val_error": sel.gated_error,
         "params_before": before.params, "macs_before": before.macs,
@@ -195,8 +241,7 @@ def _run_stage(t, model, info, data, config, x_mi, y_mi, shape, progress):
 
 def _score(model, units, x, y, config, progress, t) -> dict[int, float]:
     advance = _bar(progress, f"stage {t + 1}: MI", len(units))
-    mi_config = MIConfig(config.sigma2, config.scaling)
-    return unit_information(model, x, y, range(len(units)), mi_config,
+    return unit_information(model, x, y, range(len(units)), config.mi_config(),
                             on_unit=(lambda i, v: advance()) if advance else None)
 
 
@@ -225,20 +270,30 @@ def _bar(progress, description: str, total: int):
     return lambda: progress.advance(task)
 
 
-def _mi_sample(data: Dataset, config: PruneConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def mi_sample(data: Dataset, config: PruneConfig) -> tuple[torch.Tensor, torch.Tensor]:
     s = data.sample("train", config.samples, seed=config.seed)
     return torch.from_numpy(data.normalize(s.x)), torch.from_numpy(s.y.astype("int64"))
 
 
 def _should_stop(last: dict, start, start_units: int, config: PruneConfig) -> bool:
     if not last["removed"]:
-        return True
+        return not _later_stage_may_remove(last["stage"], config)
     if config.target_reduction is None:
         return False
     now = {"units": last["units_after"], "params": last["params_after"],
            "macs": last["macs_after"]}[config.target_metric]
     was = {"units": start_units, "params": start.params, "macs": start.macs}[config.target_metric]
     return 1 - now / was >= config.target_reduction - 1e-12
+
+
+def _later_stage_may_remove(t: int, config: PruneConfig) -> bool:
+    """After a stage that removed nothing the model is unchanged, so a later stage can only
+    remove something with a larger ε or resolutions the stage did not try (as the paper's loop
+    runs all N stages with their own ε^t and R^t)."""
+    tried = set(config.resolutions_at(t))
+    return any(config.epsilon_at(u) > config.epsilon_at(t) + 1e-12
+               or not set(config.resolutions_at(u)) <= tried
+               for u in range(t + 1, config.stages))
 
 
 # ---------------------------------------------------------------- resume
@@ -255,7 +310,7 @@ def _fingerprint(loaded: LoadedModel, data: Dataset, config: PruneConfig) -> str
     return h.hexdigest()[:20]
 
 
-def _resume(stages_dir: Path, fingerprint: str) -> list[dict]:
+def _resume(stages_dir: Path, fingerprint: str, config: PruneConfig) -> list[dict]:
     records = []
     while True:
         t = len(records)
@@ -264,8 +319,19 @@ def _resume(stages_dir: Path, fingerprint: str) -> list[dict]:
             return records
         saved = json.loads(js.read_text())
         if saved.get("fingerprint") != fingerprint:
-            return records  # another model or other options: those stages do not apply
+            _refuse_resume(stages_dir, saved, config)
         records.append(saved["record"])
+
+
+def _refuse_resume(stages_dir: Path, saved: dict, config: PruneConfig) -> None:
+    """A resume whose stages do not apply must not silently start over: say what differs."""
+    old = saved.get("options") or {}
+    new = json.loads(json.dumps(config.fingerprint_fields(), default=str))
+    differing = [k for k in new if k in old and old[k] != new[k]]
+    what = (", ".join(f"--{k.replace('_', '-')} (was {old[k]!r}, now {new[k]!r})"
+                      for k in differing) if differing else "the input model or data")
+    raise EdgepruneError(f"cannot resume from {stages_dir}: {what} differ from the finished "
+                         "stages; rerun with the same options, or without --resume to start over")
 
 
 def _load_stage(stages_dir: Path, t: int, info: ModelInfo):

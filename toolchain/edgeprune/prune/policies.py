@@ -1,9 +1,11 @@
 """Pruning policies: cluster the units by their mutual information, keep one unit per cluster.
 
-A policy is a partition of the active units into clusters; in every cluster the unit with the
-smallest index (nearest the input) is kept and the others are gated off (α = 0). Units whose
-information about the label is nearly the same carry nearly the same information, so one of
-them is enough.
+A policy is a partition of the active units into clusters; in every cluster one unit is kept and
+the others are gated off (α = 0). Units whose information about the label is nearly the same
+carry nearly the same information, so one of them is enough. Which one (``KEEP_RULES``): the
+paper keeps the smallest index (``first``, nearest the input); ``score`` keeps the highest
+score; ``cost`` keeps the unit whose removal alone costs the most validation accuracy, so the
+cheap ones go.
 
 Two clusterings (a registry, ``CLUSTERINGS``):
 
@@ -31,10 +33,12 @@ class Policy:
     parameter: float
     clusters: tuple[tuple[int, ...], ...]
     edges: tuple[float, ...] = ()  # bin edges, for the plot (bins only)
+    kept: tuple[int, ...] = ()     # the unit kept in each cluster (empty: the first of each)
 
     @property
     def removed(self) -> tuple[int, ...]:
-        return tuple(sorted(i for c in self.clusters for i in c[1:]))
+        kept = set(self.kept) if self.kept else {c[0] for c in self.clusters}
+        return tuple(sorted(i for c in self.clusters for i in c if i not in kept))
 
 
 def bin_clusters(values: Sequence[float], r: float) -> tuple[list[list[int]], list[float]]:
@@ -93,9 +97,10 @@ def kmeans_clusters(values: Sequence[float], k: int) -> list[list[int]]:
     return sorted(clusters, key=lambda c: c[0])
 
 
-def build_policies(values: Sequence[float], clustering: str,
-                   parameters: Sequence[float]) -> list[Policy]:
-    """One policy per resolution (``bins``) or per k (``kmeans``), in the order given."""
+def build_policies(values: Sequence[float], clustering: str, parameters: Sequence[float],
+                   priority: Sequence[float] | None = None) -> list[Policy]:
+    """One policy per resolution (``bins``) or per k (``kmeans``), in the order given. Each
+    cluster keeps its unit of highest ``priority`` (ties: the earliest); None keeps the first."""
     if clustering not in CLUSTERINGS:
         raise ValueError(f"unknown clustering {clustering!r}")
     policies = []
@@ -105,7 +110,10 @@ def build_policies(values: Sequence[float], clustering: str,
         else:
             clusters, edges = kmeans_clusters(values, int(p)), []
         clusters = sorted(clusters, key=lambda c: c[0])
-        policies.append(Policy(clustering, p, tuple(tuple(c) for c in clusters), tuple(edges)))
+        kept = () if priority is None else tuple(
+            max(c, key=lambda i: (priority[i], -i)) for c in clusters)
+        policies.append(Policy(clustering, p, tuple(tuple(c) for c in clusters), tuple(edges),
+                               kept))
     return policies
 
 
@@ -116,3 +124,4 @@ def kmeans_ks(resolutions: Sequence[float], m: int) -> list[int]:
 
 
 CLUSTERINGS = ("bins", "kmeans")
+KEEP_RULES = ("first", "score", "cost")
