@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from edgeprune.cli import options as o
 from edgeprune.cli.app import command, console
-from edgeprune.cli.train import TRUST_HELP
 
 
 def describe(loaded) -> dict:
@@ -36,7 +36,7 @@ def describe(loaded) -> dict:
 def inspect_cmd(
     model: Path = typer.Argument(..., help="Checkpoint (.pt) to inspect."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    trust_model: bool = typer.Option(False, "--trust-model", help=TRUST_HELP),
+    trust_model: o.TrustModel = False,
 ) -> None:
     """List the model's skip-units (index, stage, kind, params, MACs) and its totals."""
     from edgeprune.checkpoint import load_model
