@@ -15,6 +15,7 @@ never look at the test split. Calibration samples also come from the training sp
 from __future__ import annotations
 
 import pickle
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -111,7 +112,8 @@ class Dataset:
 
 
 def load_dataset(spec: str) -> Dataset:
-    """Parse a data spec and load the data set."""
+    """Parse a data spec and load the data set, refusing data that cannot train or decide
+    anything (see :func:`_check_labels`) before any work is done on it."""
     kind, _, arg = spec.partition(":")
     if kind not in DATA_KINDS:
         raise EdgepruneError(
@@ -123,42 +125,84 @@ def load_dataset(spec: str) -> Dataset:
     if needs_arg and not Path(arg).exists():
         raise EdgepruneError(f"data spec {spec!r}: {arg} does not exist")
     train, test, names, norm = DATA_KINDS[kind](arg)
-    _check_split("train", train, len(names))
-    _check_split("test", test, len(names))
+    _check_split(spec, "train", train)
+    _check_split(spec, "test", test)
     if train.x.shape[1:] != test.x.shape[1:]:
         raise EdgepruneError(f"data spec {spec!r}: train images {train.x.shape[1:]} and test "
                              f"images {test.x.shape[1:]} differ in shape")
+    _check_labels(spec, train, test, names)
     train, val = _hold_out(train, VAL_FRACTION)
     mean, std = norm if norm else _channel_stats(train.x)
     return Dataset(spec, train, val, test, names, mean, std)
 
 
-def _check_split(name: str, s: Split, num_classes: int) -> None:
+def _check_split(spec: str, name: str, s: Split) -> None:
+    if len(s.x) != len(s.y):
+        raise EdgepruneError(f"{spec}: the {name} split has {len(s.x)} images but {len(s.y)} "
+                             "labels; give one label per image")
     if len(s) == 0:
-        raise EdgepruneError(f"the {name} split is empty; give a data set with images in it")
+        raise EdgepruneError(f"{spec}: the {name} split is empty; give a data set with images "
+                             "in it")
     if s.x.dtype != np.uint8 or s.x.ndim != 4:
-        raise EdgepruneError(f"{name} images must be uint8 with shape (N, C, H, W), "
+        raise EdgepruneError(f"{spec}: {name} images must be uint8 with shape (N, C, H, W), "
                              f"got {s.x.dtype} {s.x.shape}")
-    if s.y.min() < 0 or s.y.max() >= num_classes:
-        raise EdgepruneError(f"{name} labels must lie in 0..{num_classes - 1}")
+    if min(s.x.shape[1:]) < 1:
+        raise EdgepruneError(f"{spec}: {name} images have an empty dimension {s.x.shape[1:]}")
+
+
+def _check_labels(spec: str, train: Split, test: Split, names: list[str]) -> None:
+    """Labels number the classes 0..K-1, K = len(names), and every class has at least two
+    training images: one to train on and one held out for validation. A stray label (0..9 plus
+    one 99) would otherwise make a 100-class model, and a class absent from the validation
+    split makes every pruning decision on it meaningless."""
+    k = len(names)
+    if k < 2:
+        raise EdgepruneError(f"{spec}: the data has {k} class(es); a classifier needs at least "
+                             "two")
+    for name, s in (("train", train), ("test", test)):
+        bad = s.y[(s.y < 0) | (s.y >= k)]
+        if len(bad):
+            raise EdgepruneError(f"{spec}: {name} label {int(bad[0])} is outside 0..{k - 1} "
+                                 f"(the {k} classes {_names(names)}); fix or drop that label")
+    classes, counts = np.unique(train.y, return_counts=True)
+    if len(classes) < k:
+        missing = sorted(set(range(k)) - set(classes.tolist()))
+        raise EdgepruneError(
+            f"{spec}: {len(missing)} of the {k} classes have no training image (e.g. class "
+            f"{names[missing[0]]!r}); labels must number the classes present 0..K-1, so is the "
+            f"largest label, {k - 1}, a stray one?")
+    if counts.min() < 2:
+        few = names[int(classes[np.argmin(counts)])]
+        raise EdgepruneError(
+            f"{spec}: class {few!r} has {int(counts.min())} training image; every class needs "
+            "at least 2 (one is held out for validation): add images or drop the class")
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names) if len(names) <= 4 else f"{names[0]} .. {names[-1]}"
 
 
 def _hold_out(train: Split, fraction: float) -> tuple[Split, Split]:
+    """A stratified validation split of ``fraction`` of the training data, with at least one
+    image of every class (small data sets would otherwise leave classes unvalidated)."""
     n_val = max(1, round(len(train) * fraction))
-    val_idx = _stratified_indices(train.y, n_val, SPLIT_SEED)
+    val_idx = _stratified_indices(train.y, n_val, SPLIT_SEED, min_per_class=1)
     mask = np.ones(len(train), bool)
     mask[val_idx] = False
     return Split(train.x[mask], train.y[mask]), Split(train.x[val_idx], train.y[val_idx])
 
 
-def _stratified_indices(y: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """``n`` indices of ``y`` with its class proportions (largest remainders), sorted."""
+def _stratified_indices(y: np.ndarray, n: int, seed: int, *,
+                        min_per_class: int = 0) -> np.ndarray:
+    """``n`` indices of ``y`` with its class proportions (largest remainders), sorted; each
+    class gets at least ``min_per_class`` (which may make the total larger than ``n``)."""
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(y, return_counts=True)
     quota = counts / counts.sum() * n
     take = np.floor(quota).astype(int)
     for i in np.argsort(-(quota - take))[: n - take.sum()]:
         take[i] += 1
+    take = np.minimum(np.maximum(take, min_per_class), counts)
     picked = [rng.choice(np.flatnonzero(y == c), size=k, replace=False)
               for c, k in zip(classes, take)]
     return np.sort(np.concatenate(picked))
@@ -179,7 +223,36 @@ def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
                              f"got shape {x.shape}")
     if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = x.transpose(0, 3, 1, 2)
+    if x.shape[1] > MAX_CHANNELS:
+        raise EdgepruneError(f"{where}: images of shape {x.shape[1:]} have {x.shape[1]} "
+                             "channels; give (N, C, H, W) or (N, H, W, C) with 1 or 3 channels")
     return np.ascontiguousarray(x)
+
+
+MAX_CHANNELS = 16  # more is a mis-ordered axis, not an image
+
+
+def _labels(y, where: str) -> np.ndarray:
+    """Labels as int64 of shape (N,): integers, or floats that are whole numbers. Strings,
+    fractions and one-hot rows are refused, since casting them would invent classes."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise EdgepruneError(f"{where}: labels must be one class number per image, got shape "
+                             f"{y.shape} (one-hot rows? store their argmax)")
+    if y.dtype == bool or np.issubdtype(y.dtype, np.integer):
+        if y.dtype == np.uint64 and len(y) and y.max() > np.iinfo(np.int64).max:
+            raise EdgepruneError(f"{where}: label {int(y.max())} is not a class number")
+        return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating):
+        whole = np.isfinite(y) & (y == np.round(y)) & (np.abs(y) < 2**31)
+        if not whole.all():
+            bad = y[~whole][0]
+            raise EdgepruneError(f"{where}: label {bad!r} is not a whole number; labels must "
+                                 "be class numbers 0..K-1")
+        return y.astype(np.int64)
+    raise EdgepruneError(f"{where}: labels must be integers 0..K-1, got {y.dtype} values")
 
 
 # ---------------------------------------------------------------- loaders
@@ -202,25 +275,37 @@ def _load_digits(_arg: str) -> Loaded:
 
 
 def _load_npz(arg: str) -> Loaded:
+    where = f"npz:{arg}"
     try:
         with np.load(arg, allow_pickle=False) as f:
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
             if missing:
-                raise EdgepruneError(f"npz:{arg} lacks the keys {sorted(missing)}; it needs "
+                raise EdgepruneError(f"{where} lacks the keys {sorted(missing)}; it needs "
                                      "x_train, y_train, x_test, y_test")
             arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except (OSError, ValueError) as e:
-        raise EdgepruneError(f"npz:{arg} is not a readable .npz file ({e})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise EdgepruneError(f"{where} is not a readable .npz file ({_first_line(e)})") from None
+    except AttributeError:  # np.load returned one array: an .npy file, not an archive
+        raise EdgepruneError(f"{where} is a single array (.npy), not an .npz archive with "
+                             "x_train, y_train, x_test, y_test") from None
     for k in ("x_train", "x_test"):
         if arrays[k].dtype != np.uint8:
-            raise EdgepruneError(f"npz:{arg}: {k} must be uint8 images, got {arrays[k].dtype}")
-    train = Split(_to_nchw(arrays["x_train"], arg), arrays["y_train"].astype(np.int64).ravel())
-    test = Split(_to_nchw(arrays["x_test"], arg), arrays["y_test"].astype(np.int64).ravel())
-    # max() of an empty split would raise: leave empty splits to _check_split's clear error.
-    k = int(max([s.y.max() for s in (train, test) if len(s)], default=-1)) + 1
+            raise EdgepruneError(f"{where}: {k} must be uint8 images (0..255), got "
+                                 f"{arrays[k].dtype}; convert with (x * 255).astype(np.uint8) "
+                                 "if they are floats in [0, 1]")
+    train = Split(_to_nchw(arrays["x_train"], where), _labels(arrays["y_train"], where))
+    test = Split(_to_nchw(arrays["x_test"], where), _labels(arrays["y_test"], where))
+    # The classes are what the training labels number; stray and test-only labels are
+    # load_dataset's checks to refuse. max() of an empty split would raise: leave that to them.
+    k = int(train.y.max()) + 1 if len(train.y) else 0
     is_cifar = train.x.shape[1:] == (3, 32, 32) and k == 10
     names = CIFAR10_CLASSES if is_cifar else [str(i) for i in range(k)]
     return train, test, names, (CIFAR10_MEAN, CIFAR10_STD) if is_cifar else None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:160] if text else type(e).__name__
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -240,31 +325,54 @@ def _read_batch(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             d = _ArrayUnpickler(f, encoding="bytes").load()
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise EdgepruneError(f"cannot read CIFAR batch {path} ({e})") from None
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError,
+            KeyError, AttributeError) as e:
+        raise EdgepruneError(f"cannot read CIFAR batch {path} ({_first_line(e)})") from None
+    if not isinstance(d, dict):
+        raise EdgepruneError(f"CIFAR batch {path} holds a {type(d).__name__}, not the dict "
+                             "with data and labels that the CIFAR-10 python batches hold")
+    d = {k.decode(errors="replace") if isinstance(k, bytes) else k: v for k, v in d.items()}
+    missing = [k for k in ("data", "labels") if k not in d]
+    if missing:
+        raise EdgepruneError(f"CIFAR batch {path} lacks {' and '.join(missing)}; use the "
+                             "CIFAR-10 python batches (cifar-10-batches-py)")
+    return d
+
+
+CIFAR_ROW = 3 * 32 * 32  # one image per row: 1024 red, 1024 green, 1024 blue values
+
+
+def _batch_split(path: Path) -> Split:
+    d = _read_batch(path)
+    x = np.asarray(d["data"])
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != CIFAR_ROW:
+        raise EdgepruneError(f"CIFAR batch {path}: data must be uint8 rows of {CIFAR_ROW} "
+                             f"values (3×32×32), got {x.dtype} of shape {x.shape}")
+    y = _labels(d["labels"], f"CIFAR batch {path}")
+    if len(y) != len(x):
+        raise EdgepruneError(f"CIFAR batch {path} has {len(x)} images but {len(y)} labels")
+    return Split(x.reshape(-1, 3, 32, 32), y)
 
 
 def _load_cifar10(arg: str) -> Loaded:
     root = Path(arg)
+    if not root.is_dir():
+        raise EdgepruneError(f"cifar10:{arg} is a file; point it at the extracted "
+                             "cifar-10-batches-py folder")
     files = [root / f"data_batch_{i}" for i in range(1, 6)] + [root / "test_batch"]
-    missing = [f.name for f in files if not f.exists()]
+    missing = [f.name for f in files if not f.is_file()]
     if missing:
         raise EdgepruneError(f"cifar10:{arg} lacks {', '.join(missing)}; point it at the "
                              "extracted cifar-10-batches-py folder")
 
     def split(paths: list[Path]) -> Split:
-        batches = [_read_batch(p) for p in paths]
-        x = np.concatenate([np.asarray(b["data"], np.uint8) for b in batches])
-        y = np.concatenate([np.asarray(b["labels"], np.int64) for b in batches])
-        return Split(x.reshape(-1, 3, 32, 32), y)
+        parts = [_batch_split(p) for p in paths]
+        return Split(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]))
 
     return split(files[:5]), split(files[5:]), CIFAR10_CLASSES, (CIFAR10_MEAN, CIFAR10_STD)
 
 
 def _load_imagefolder(arg: str) -> Loaded:
-    from PIL import Image
-
     root = Path(arg)
     if not (root / "train").is_dir() or not (root / "val").is_dir():
         raise EdgepruneError(f"imagefolder:{arg} needs the folders {arg}/train/CLASS and "
@@ -272,13 +380,20 @@ def _load_imagefolder(arg: str) -> Loaded:
     names = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if not names:
         raise EdgepruneError(f"imagefolder:{arg}/train has no class folders")
+    extra = sorted(p.name for p in (root / "val").iterdir() if p.is_dir() and p.name not in names)
+    if extra:
+        raise EdgepruneError(f"imagefolder:{arg}/val has class folder(s) {', '.join(extra)} "
+                             "that train lacks; give train and val the same classes")
 
     def split(folder: Path) -> Split:
         xs, ys = [], []
         for label, name in enumerate(names):
-            for f in sorted((folder / name).glob("*.png")) if (folder / name).is_dir() else []:
-                with Image.open(f) as im:
-                    arr = np.asarray(im.convert("L" if im.mode in ("L", "1", "I;16") else "RGB"))
+            files = sorted((folder / name).glob("*.png")) if (folder / name).is_dir() else []
+            if not files and folder.name == "train":
+                raise EdgepruneError(f"{folder / name} has no PNG images; add some or remove "
+                                     "the class folder")
+            for f in files:
+                arr = _read_png(f)
                 xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
                 ys.append(label)
         if not xs:
@@ -289,6 +404,20 @@ def _load_imagefolder(arg: str) -> Loaded:
         return Split(np.stack(xs).astype(np.uint8), np.asarray(ys, np.int64))
 
     return split(root / "train"), split(root / "val"), names, None
+
+
+def _read_png(path: Path) -> np.ndarray:
+    """One image as uint8 HW (grey) or HWC (RGB); a file PIL cannot decode is named."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now: a truncated file fails here, not later
+            grey = im.mode in ("L", "1", "I;16", "I", "F")
+            return np.asarray(im.convert("L" if grey else "RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise EdgepruneError(f"{path} is not a readable image ({_first_line(e)}); replace or "
+                             "delete it") from None
 
 
 DATA_KINDS: dict[str, Callable[[str], Loaded]] = {

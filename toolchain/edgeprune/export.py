@@ -65,6 +65,10 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
         onnx.save(graph, str(tmp))
         diff, scale = onnx_parity(model, tmp, input_shape, batch=2 if dynamic_batch else 1,
                                   seed=seed)
+        if not np.isfinite(scale):  # the model itself, not the export, is at fault
+            raise EdgepruneError("the model's PyTorch output is not finite (NaN or inf) on a "
+                                 "random input, so no export can match it; check its weights "
+                                 "and normalisation, or retrain")
         # Absolute for outputs of order 1 (trained nets); relative to the output's magnitude for
         # untrained deep nets whose eval-mode logits reach 1e6.
         if not diff <= tolerance * max(1.0, scale):

@@ -86,14 +86,16 @@ def epoch_progress(label: str) -> Iterator[Callable]:
 def summary_table(report: dict) -> Table:
     """The report's variants as a rich table (the same columns as report.md)."""
     from rich.table import Table
+    from rich.text import Text
 
     from edgeprune.report.format import SUMMARY_COLUMNS, summary_rows
 
     targets = report["target"].get("targets", [report["target"]["name"]])
     skip = 0 if len(set(targets)) > 1 else 1  # one target: it is in the title, not a column
-    table = Table(title=f"edgeprune profile: {', '.join(dict.fromkeys(targets))}")
+    # Text, not markup: names come from report.json files ("[/x]" would fail, "[link=...]" link)
+    table = Table(title=Text(f"edgeprune profile: {', '.join(dict.fromkeys(targets))}"))
     for i, col in enumerate(SUMMARY_COLUMNS[skip:], start=skip):
         table.add_column(col, justify="left" if i < 3 else "right")
     for row in summary_rows(report):
-        table.add_row(*row[skip:])
+        table.add_row(*(Text(c) for c in row[skip:]))
     return table

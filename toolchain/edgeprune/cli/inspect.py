@@ -12,12 +12,13 @@ from edgeprune.cli import options as o
 from edgeprune.cli.app import command, console
 
 
-def describe(loaded) -> dict:
+def describe(loaded, input_shape: str | None = None) -> dict:
     """The inspect report of a loaded model as a dict (what ``--json`` prints)."""
+    from edgeprune.checkpoint import with_input_shape
     from edgeprune.complexity import model_complexity, unit_complexity
     from edgeprune.units import list_units
 
-    shape = tuple(loaded.info.input_shape or (loaded.info.in_channels, 32, 32))
+    shape = with_input_shape(loaded, input_shape, guess=True)
     units = list_units(loaded.model)
     sizes = unit_complexity(loaded.model, shape, units)
     total = model_complexity(loaded.model, shape)
@@ -37,11 +38,13 @@ def inspect_cmd(
     model: Path = typer.Argument(..., help="Checkpoint (.pt) to inspect."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     trust_model: o.TrustModel = False,
+    input_shape: str = typer.Option(None, "--input-shape", help="C,H,W input of a pickled "
+                                    "module that records none [default: its channels, 32, 32]."),
 ) -> None:
     """List the model's skip-units (index, stage, kind, params, MACs) and its totals."""
     from edgeprune.checkpoint import load_model
 
-    report = describe(load_model(model, trust_model=trust_model))
+    report = describe(load_model(model, trust_model=trust_model), input_shape)
     if as_json:
         console.print_json(json.dumps(report))
         return

@@ -19,6 +19,7 @@ def report_cmd(
     from edgeprune.report import merge_reports, write_reports
 
     merged = merge_reports(dirs)
-    write_reports(merged, out)
+    write_reports(merged, out, plot_dirs=tuple(dirs))
     console.print(summary_table(merged))
-    console.print(f"reports: {out / 'report.json'}, {out / 'report.md'}, {out / 'report.html'}")
+    console.print(f"reports: {out / 'report.json'}, {out / 'report.md'}, {out / 'report.html'}",
+                  markup=False, highlight=False)

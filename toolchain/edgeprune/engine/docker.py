@@ -1,10 +1,13 @@
 """The docker commands a person runs on the device, derived from the target file.
 
 docker/README.md shows exactly these lines (tests/test_docker.py checks that), so the
-documentation cannot drift from the container names in targets/*.toml.
+documentation cannot drift from the container names in targets/*.toml. Values from a target
+file are shell-quoted (a no-op for ordinary names), so a pasted line runs nothing else.
 """
 
 from __future__ import annotations
+
+import shlex
 
 from edgeprune.targets import Target
 
@@ -21,20 +24,23 @@ def image_tag(target: Target) -> str:
 
 def image_build_command(target: Target) -> str:
     """Build the device image on the Jetson from the repository root."""
+    from edgeprune.engine.trtexec import check_image
+
+    base = check_image(target.section("software")["container"])
     return (f"docker build -f {JETSON_DOCKERFILE} --build-arg "
-            f"BASE_IMAGE={target.section('software')['container']} -t {image_tag(target)} .")
+            f"{shlex.quote('BASE_IMAGE=' + base)} -t {shlex.quote(image_tag(target))} .")
 
 
 def engine_run_command(target: Target, precision: str = "fp16") -> str:
     """Build the engine from model.onnx (the build folder's) inside the device image."""
-    return (f"{_RUN} {image_tag(target)} engine model.onnx --target {target.name} "
-            f"--precision {precision} --out engine")
+    return (f"{_RUN} {shlex.quote(image_tag(target))} engine model.onnx --target "
+            f"{shlex.quote(target.name)} --precision {shlex.quote(precision)} --out engine")
 
 
 def profile_run_command(target: Target) -> str:
     """Time the engine and read the power rails (sysfs is visible in the container)."""
-    return (f"{_RUN} {image_tag(target)} profile model.onnx --target {target.name} "
-            "--engine engine/model.engine --no-host --out profile")
+    return (f"{_RUN} {shlex.quote(image_tag(target))} profile model.onnx --target "
+            f"{shlex.quote(target.name)} --engine engine/model.engine --no-host --out profile")
 
 
 def host_commands() -> list[str]:

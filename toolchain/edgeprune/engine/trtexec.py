@@ -9,15 +9,19 @@ deprecated ``--workspace``; 10 removed it. 10 builds QDQ graphs strongly typed
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
 from edgeprune.atomic import write_text
 from edgeprune.engine.plan import LOG_NAME, SCRIPT_NAME
+from edgeprune.errors import EdgepruneError
 from edgeprune.targets import Target
 from edgeprune.tensorrt_caps import TensorRT
 
 CONTAINER_ROOT = "/build"  # where the script mounts the plan's root inside the container
+MOUNT = f"$ROOT:{CONTAINER_ROOT}"  # docker's -v value; the one word where the shell expands
+MOUNT_AT = 6  # its index in docker_command
 
 
 def trtexec_command(plan: dict, trtexec: str = "trtexec") -> list[str]:
@@ -45,39 +49,73 @@ def trtexec_command(plan: dict, trtexec: str = "trtexec") -> list[str]:
 def docker_command(plan: dict, inner: list[str], image: str | None = None) -> list[str]:
     """``docker run --runtime nvidia`` running ``inner`` in the target's container, with the
     plan's root mounted at /build and used as the working folder (``$ROOT`` in the script)."""
-    return ["docker", "run", "--rm", "--runtime", "nvidia", "-v", f"$ROOT:{CONTAINER_ROOT}",
+    return ["docker", "run", "--rm", "--runtime", "nvidia", "-v", MOUNT,
             "-w", CONTAINER_ROOT, image or plan["container"], *inner]
 
 
-def _shell(argv: list[str]) -> str:
-    # $ROOT stays a shell variable (double-quoted); everything else is quoted literally.
-    return " ".join(f'"{a}"' if "$ROOT" in a else shlex.quote(a) for a in argv)
+# A docker image reference (registry/name:tag@digest): anything else is refused, not quoted,
+# since docker would reject it anyway and it must never reach a shell as code.
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*")
+
+
+def _quote(value: str) -> str:
+    """One shell word that bash reads back as exactly ``value`` (single-quoted when needed)."""
+    if "\0" in value:
+        raise EdgepruneError(f"{value!r} holds a NUL byte; it cannot be passed to a program")
+    return shlex.quote(value)
+
+
+def _shell(argv: list[str], mount_at: int | None = None) -> str:
+    # Every word is quoted literally except the mount, where only $ROOT expands (double quotes
+    # around the variable alone, so nothing else in the word can reach the shell).
+    return " ".join(f'"$ROOT":{_quote(CONTAINER_ROOT)}' if i == mount_at else _quote(a)
+                    for i, a in enumerate(argv))
+
+
+def _comment(text: str) -> str:
+    # A newline would end the comment and turn the rest of the value into a command.
+    return re.sub(r"[\x00-\x1f\x7f\u2028\u2029\x85]", " ", str(text))
+
+
+def check_image(image: str) -> str:
+    """The container image, or EdgepruneError when it is not a docker image reference."""
+    if not isinstance(image, str) or not _IMAGE.fullmatch(image):
+        raise EdgepruneError(f"container image {image!r} in the target file is not a docker image "
+                             "reference (letters, digits and ._/:@- only); fix [software] "
+                             "container")
+    return image
 
 
 def build_script(plan: dict) -> str:
     """build_engine.sh: run trtexec directly where the target's trtexec exists (on the device),
-    else in the target's container; the log goes beside the engine."""
+    else in the target's container; the log goes beside the engine. Every value from the plan
+    (paths, file names, target file values) is a single-quoted shell word or a comment."""
     trtexec = plan["trtexec_path"]
+    check_image(plan["container"])
     cmd = _shell(trtexec_command(plan, trtexec))
-    docker = _shell(docker_command(plan, trtexec_command(plan, trtexec)))
+    docker = _shell(docker_command(plan, trtexec_command(plan, trtexec)), mount_at=MOUNT_AT)
     up = Path(plan["engine_dir"]).as_posix().count("/") + 1 if plan["engine_dir"] != "." else 0
-    root = '"$(dirname "$0")"' + "/.." * up
-    log = shlex.quote(f"{plan['engine_dir']}/{LOG_NAME}")
+    root = '"$HERE"' + "/.." * up
+    log = _quote(f"{plan['engine_dir']}/{LOG_NAME}")
     return "\n".join([
         "#!/usr/bin/env bash",
-        (f"# Build the TensorRT engine for {plan['target']} (TensorRT {plan['tensorrt']}): "
-         "run this on the device."),
+        _comment(f"# Build the TensorRT engine for {plan['target']} (TensorRT {plan['tensorrt']}): "
+                 "run this on the device."),
         "# Written by `edgeprune engine`; every decision is in plan.json beside it.",
-        *(f"#   {d}" for d in plan["decisions"]),
+        *(_comment(f"#   {d}") for d in plan["decisions"]),
         "set -euo pipefail",
-        f"ROOT=$(cd {root} && pwd)",
-        'cd "$ROOT"',
-        f"if [ -x {shlex.quote(trtexec)} ]; then",
-        f"  {cmd} 2>&1 | tee {log}",
+        # No $(dirname) and a sentinel after pwd: command substitution drops trailing newlines,
+        # which a folder name may end with.
+        'case "$0" in */*) HERE=${0%/*} ;; *) HERE=. ;; esac',
+        f"ROOT=$(cd -- {root} && pwd && echo .)",
+        "ROOT=${ROOT%$'\\n.'}",
+        'cd -- "$ROOT"',
+        f"if command -v -- {_quote(trtexec)} >/dev/null 2>&1; then",
+        f"  {cmd} 2>&1 | tee -- {log}",
         "else",
-        f"  {docker} 2>&1 | tee {log}",
+        f"  {docker} 2>&1 | tee -- {log}",
         "fi",
-        f"echo \"engine: $ROOT/{plan['engine']}\"",
+        f'echo "engine: $ROOT/"{_quote(plan["engine"])}',
         "",
     ])
 

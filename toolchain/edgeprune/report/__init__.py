@@ -4,6 +4,11 @@ report.html, for one build or merged across builds for several targets.
 ``write_reports(report, out_dir)`` validates and writes the three files atomically;
 ``merge_reports(dirs)`` reads several build directories' report.json into one comparison report
 (one row per target and variant) that writes the same way.
+
+A report.json read back is untrusted input (anyone may have edited it): the only file it can make
+us read is its ``mi_plot``, and that must resolve inside the build directory it came from (no
+absolute path, no ``..``, no symlink out of it); every string it holds is escaped by the
+Markdown and HTML renderers.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from edgeprune.errors import EdgepruneError
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 REPORT_FILES = ("report.json", "report.md", "report.html")
+MI_PLOT_NAME = "mspic.png"  # a merged report's copy of the MI plot, beside its report.json
 
 __all__ = ["merge_reports", "read_report", "validate", "write_reports"]
 
@@ -40,23 +46,60 @@ def validate(report: dict) -> None:
                              f"{e.message.splitlines()[0][:200]}") from None
 
 
-def write_reports(report: dict, out_dir: Path) -> dict[str, Path]:
+def write_reports(report: dict, out_dir: Path, *,
+                  plot_dirs: tuple[Path, ...] = ()) -> dict[str, Path]:
     """Validate ``report`` and write report.json, report.md and report.html into ``out_dir``.
 
-    Every file is rendered before any is written, so a rendering error leaves no new files.
+    ``mi_plot`` is a file name inside ``out_dir``; or, for a merged report, an absolute path
+    inside one of ``plot_dirs`` (the build directories given, checked by merge_reports), which is
+    copied beside the report as mspic.png. Every file is rendered before any is written, so a
+    rendering error leaves no new files.
     """
     from edgeprune.report.html import render_html
     from edgeprune.report.markdown import render_markdown
 
     validate(report)
     out_dir = Path(out_dir)
+    report, png, copy = _mi_plot(report, out_dir, plot_dirs)
     md = render_markdown(report)
-    html = render_html(report, out_dir)
+    html = render_html(report, png)
     paths = {name: out_dir / name for name in REPORT_FILES}
+    if copy:
+        write_bytes(out_dir / MI_PLOT_NAME, png)
     write_json(paths["report.json"], report)
     write_text(paths["report.md"], md)
     write_bytes(paths["report.html"], html.encode("utf-8"))
     return paths
+
+
+def inside(directory: Path, name: str, what: str = "mi_plot") -> Path:
+    """``directory / name`` resolved, or EdgepruneError when it would leave ``directory``."""
+    base = Path(directory).resolve()
+    if Path(name).is_absolute() or ".." in Path(name).parts or "\0" in name:
+        raise EdgepruneError(f"{what} {name!r} in {base / 'report.json'} must be a file name "
+                             "inside that directory; refusing to read it")
+    path = (base / name).resolve()
+    if not path.is_relative_to(base):
+        raise EdgepruneError(f"{what} {name!r} in {base / 'report.json'} leads out of that "
+                             f"directory (to {path}); refusing to read it")
+    return path
+
+
+def _mi_plot(report: dict, out_dir: Path, plot_dirs) -> tuple[dict, bytes | None, bool]:
+    """(the report as written, the plot's bytes, whether to copy them beside the report)."""
+    name = report.get("mi_plot")
+    if not name:
+        return report, None, False
+    source = Path(name)
+    if source.is_absolute() and any(source.resolve().is_relative_to(Path(d).resolve())
+                                    for d in plot_dirs):
+        path, report = source.resolve(), dict(report, mi_plot=MI_PLOT_NAME)
+    else:
+        path = inside(out_dir, name)
+        plot_dirs = ()
+    if not path.is_file():
+        return dict(report, mi_plot=None), None, False
+    return report, path.read_bytes(), bool(plot_dirs)
 
 
 def read_report(directory: Path) -> dict:
@@ -97,8 +140,13 @@ def merge_reports(dirs: list[Path]) -> dict:
             "model": reports[0].get("model"),
             "variants": variants,
             "pruning": next((r["pruning"] for r in reports if r.get("pruning")), None),
-            "mi_plot": next((str((Path(d) / r["mi_plot"]).resolve()) for d, r in zip(dirs, reports)
-                             if r.get("mi_plot") and (Path(d) / r["mi_plot"]).is_file()), None)}
+            "mi_plot": _first_plot(dirs, reports)}
+
+
+def _first_plot(dirs: list[Path], reports: list[dict]) -> str | None:
+    """The first build's MI plot as an absolute path, checked to lie inside its directory."""
+    plots = [inside(d, r["mi_plot"]) for d, r in zip(dirs, reports) if r.get("mi_plot")]
+    return next((str(p) for p in plots if p.is_file()), None)
 
 
 def _plain(obj):

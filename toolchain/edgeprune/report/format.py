@@ -1,6 +1,17 @@
-"""Number formatting and the summary rows shared by the Markdown, HTML and CLI renderings."""
+"""Number formatting, the summary rows and the report's sections, shared by the Markdown, HTML
+and CLI renderings.
+
+A section is a list of blocks of plain text: ``("h", level, text)``, ``("p", text)`` or
+``("table", header, rows)``. Each renderer escapes every string it takes from a block for its
+own format, so a name in report.json (which anyone may have edited) is always shown as text.
+"""
 
 from __future__ import annotations
+
+LEGEND = ("Latency: host = ONNX Runtime CPU, batch 1; target est. = per-layer roofline from the "
+          "target file; target meas. = on the device. Energy: 45 nm estimate per inference "
+          "(Horowitz, ISSCC 2014); power = energy × frame rate.")
+LAYER_ROWS = 40  # the per-layer table lists the most energy-hungry layers; the JSON has all
 
 
 def fmt_int(n: int | None) -> str:
@@ -72,3 +83,58 @@ def report_title(report: dict) -> str:
     if report.get("comparison"):
         return "edgeprune comparison: " + ", ".join(t.get("targets", [t["name"]]))
     return f"edgeprune report: {t.get('display_name', t['name'])}"
+
+
+def model_name(report: dict) -> str:
+    model = report.get("model") or {}
+    return str(model.get("arch") or model.get("path") or "")
+
+
+def energy_section(report: dict) -> list[tuple]:
+    rows = [[v.get("target", report["target"]["name"]), v["name"], v["precision"]]
+            + [fmt_float(v["energy_mj"][k], 4) for k in ("compute", "weights_dram", "activations",
+                                                         "total")]
+            for v in report["variants"]]
+    header = ["target", "variant", "precision", "compute mJ", "weights DRAM mJ",
+              "activations mJ", "total mJ"]
+    return [("h", 2, "Energy per inference (estimated)"), ("table", header, rows)]
+
+
+def pruning_section(pruning: dict | None) -> list[tuple]:
+    if not pruning:
+        return []
+    rows = [[str(k).replace("_", " "), fmt_int(v) if isinstance(v, int) else
+             f"{v:.4f}" if isinstance(v, float) else str(v)]
+            for k, v in pruning.items() if not isinstance(v, (list, dict))]
+    out = [("h", 2, "Pruning"), ("table", ["", "value"], rows)]
+    stages = pruning.get("stage_log") or []
+    if stages and all(isinstance(s, dict) for s in stages):
+        keys = list(dict.fromkeys(k for s in stages for k in s
+                                  if not isinstance(s[k], (list, dict))))
+        out += [("h", 3, "Stages"), ("table", keys, [[str(s.get(k, "")) for k in keys]
+                                                     for s in stages])]
+    return out
+
+
+def layers_section(v: dict) -> list[tuple]:
+    layers = [lay for lay in v["layers"] if lay.get("energy_mj", {}).get("total", 0) > 0
+              or lay["macs"]]
+    layers = sorted(layers, key=lambda lay: -lay.get("energy_mj", {}).get("total", 0))
+    rows = [[lay["name"], lay["op_type"], "×".join(map(str, lay["output_shape"])),
+             lay["precision"], fmt_int(lay["macs"]), fmt_int(lay["params"]),
+             fmt_bytes(lay["weight_bytes"]),
+             fmt_bytes(lay["act_read_bytes"] + lay["act_write_bytes"]),
+             fmt_float(lay.get("energy_mj", {}).get("total"), 5),
+             fmt_float(lay.get("latency_estimated_ms"), 4)] for lay in layers[:LAYER_ROWS]]
+    header = ["layer", "op", "output", "precision", "MACs", "params", "weights",
+              "activations r+w", "energy mJ", "est. ms"]
+    more = len(layers) - LAYER_ROWS
+    name = f"{v.get('target') + ' / ' if v.get('target') else ''}{v['name']} ({v['precision']})"
+    return ([("h", 2, f"Layers of {name}, by energy"), ("table", header, rows)]
+            + ([("p", f"…and {more} more layers in report.json.")] if more > 0 else []))
+
+
+def sections(report: dict) -> list[tuple]:
+    """What follows the summary table: energy, pruning, the final variant's layers."""
+    return (energy_section(report) + pruning_section(report.get("pruning"))
+            + layers_section(final_variant(report)))

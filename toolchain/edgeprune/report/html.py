@@ -10,15 +10,16 @@ from __future__ import annotations
 import base64
 import html
 import io
-from pathlib import Path
+import warnings
 
-from edgeprune.report.format import SUMMARY_COLUMNS, final_variant, report_title, summary_rows
-from edgeprune.report.markdown import (
+from edgeprune.report.format import (
     LEGEND,
-    _energy_section,
-    _layers_section,
-    _model_name,
-    _pruning_section,
+    SUMMARY_COLUMNS,
+    final_variant,
+    model_name,
+    report_title,
+    sections,
+    summary_rows,
 )
 
 LAYER_BARS = 30  # the per-layer plot shows the most energy-hungry layers, in execution order
@@ -33,20 +34,18 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 """
 
 
-def render_html(report: dict, base_dir: Path | None = None) -> str:
-    """The HTML page; ``base_dir`` is where a relative ``mi_plot`` file name is looked up."""
+def render_html(report: dict, mi_png: bytes | None = None) -> str:
+    """The HTML page; ``mi_png`` is the MI plot to embed (write_reports reads it, from inside
+    the build directory only). Every string from the report is HTML-escaped."""
     title = report_title(report)
     body = [f"<h1>{_e(title)}</h1>", f"<p class=note>edgeprune {_e(report['edgeprune_version'])}"
-            + (f" · model {_e(_model_name(report))}" if report.get("model") else "")
+            + (f" · model {_e(model_name(report))}" if report.get("model") else "")
             + "</p>", "<h2>Variants</h2>", _table(SUMMARY_COLUMNS, summary_rows(report)),
             f"<p class=note>{_e(LEGEND)}</p>"]
     body += ["<h2>Plots</h2>"] + [_img(png, alt) for alt, png in _plots(report)]
-    mi = _mi_plot(report, base_dir)
-    if mi:
-        body += ["<h2>Mutual information per unit</h2>", _img(mi, "MI per unit")]
-    for section in (_energy_section(report), _pruning_section(report.get("pruning")),
-                    _layers_section(final_variant(report))):
-        body += _md_tables_to_html(section)
+    if mi_png:
+        body += ["<h2>Mutual information per unit</h2>", _img(mi_png, "MI per unit")]
+    body += _blocks(sections(report))
     return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
             f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
@@ -62,22 +61,16 @@ def _table(header, rows) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _md_tables_to_html(lines: list[str]) -> list[str]:
-    """The Markdown sections re-rendered: headings, tables and paragraphs."""
-    out, rows = [], []
-    for line in [*lines, ""]:
-        if line.startswith("|"):
-            if not line.startswith("|---"):
-                rows.append([c.strip().replace("\\|", "|") for c in line.strip("|").split(" | ")])
-            continue
-        if rows:
-            out.append(_table(rows[0], rows[1:]))
-            rows = []
-        if line.startswith("#"):
-            level = min(len(line) - len(line.lstrip("#")), 4)
-            out.append(f"<h{level}>{_e(line.lstrip('#').strip())}</h{level}>")
-        elif line.strip():
-            out.append(f"<p class=note>{_e(line.strip())}</p>")
+def _blocks(blocks: list[tuple]) -> list[str]:
+    out = []
+    for block in blocks:
+        if block[0] == "h":
+            level = min(block[1], 4)
+            out.append(f"<h{level}>{_e(block[2])}</h{level}>")
+        elif block[0] == "table":
+            out.append(_table(block[1], block[2]))
+        else:
+            out.append(f"<p class=note>{_e(block[1])}</p>")
     return out
 
 
@@ -86,17 +79,14 @@ def _img(png: bytes, alt: str) -> str:
             f'{base64.b64encode(png).decode("ascii")}">')
 
 
-def _mi_plot(report: dict, base_dir: Path | None) -> bytes | None:
-    name = report.get("mi_plot")
-    if not name:
-        return None
-    path = Path(name) if Path(name).is_absolute() or base_dir is None else Path(base_dir) / name
-    return path.read_bytes() if path.is_file() else None
+def _text(s) -> str:
+    # matplotlib reads $...$ as mathtext (a malformed one fails the whole page): show it as is
+    return str(s).replace("$", r"\$")
 
 
 def _label(v: dict, report: dict) -> str:
-    return (f"{v['target']}\n" if report.get("comparison") and v.get("target") else "") + \
-        f"{v['name']} ({v['precision']})"
+    return _text((f"{v['target']}\n" if report.get("comparison") and v.get("target") else "")
+                 + f"{v['name']} ({v['precision']})")
 
 
 def _plots(report: dict) -> list[tuple[str, bytes]]:
@@ -113,7 +103,9 @@ def _plots(report: dict) -> list[tuple[str, bytes]]:
         if fig is None:
             continue
         buf = io.BytesIO()
-        fig.tight_layout()
+        with warnings.catch_warnings():  # long names: the margins cannot fit, the plot is fine
+            warnings.simplefilter("ignore", UserWarning)
+            fig.tight_layout()
         fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
         plt.close(fig)
         plots.append((alt, buf.getvalue()))
@@ -189,7 +181,7 @@ def _plot_layers(plt, report: dict):
         vals = np.array([lay["energy_mj"][key] for lay in top])
         ax.bar(range(len(top)), vals, bottom=bottom, label=key.replace("_", " "))
         bottom += vals
-    names = [lay["name"].strip("/").replace("/", ".")[-28:] for lay in top]
+    names = [_text(lay["name"].strip("/").replace("/", ".")[-28:]) for lay in top]
     ax.set_xticks(range(len(top)), names, rotation=75, fontsize=6)
     ax.set(ylabel="mJ per inference", title=f"Per-layer energy: {_label(v, report)}"
            .replace("\n", " "))

@@ -1,86 +1,67 @@
-"""report.md: the report as Markdown tables (summary, pruning, energy, per-layer breakdown)."""
+"""report.md: the report as Markdown tables (summary, pruning, energy, per-layer breakdown).
+
+Every string taken from the report (file, target, variant, layer, unit and architecture names,
+which anyone may have edited in report.json) goes through ``md_text``: it stays one line and
+shows literally, so it cannot open a link, an image, a raw HTML tag, code or a new table cell.
+"""
 
 from __future__ import annotations
 
+import re
+from urllib.parse import quote
+
 from edgeprune.report.format import (
+    LEGEND,
     SUMMARY_COLUMNS,
-    final_variant,
-    fmt_bytes,
-    fmt_float,
-    fmt_int,
+    model_name,
     report_title,
+    sections,
     summary_rows,
 )
 
-LEGEND = ("Latency: host = ONNX Runtime CPU, batch 1; target est. = per-layer roofline from the "
-          "target file; target meas. = on the device. Energy: 45 nm estimate per inference "
-          "(Horowitz, ISSCC 2014); power = energy × frame rate.")
-LAYER_ROWS = 40  # the per-layer table lists the most energy-hungry layers; the JSON has all
+# Characters with a Markdown (or GFM: tables, strikethrough, math, autolinks) meaning anywhere in
+# a line; a backslash makes each one literal. Values never start a line, so block markers at a
+# line start (#, >, -, 1.) cannot arise, but # is escaped anyway (closing heading sequences).
+_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~&@$])")
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
+
+
+def md_text(value) -> str:
+    """``value`` as literal inline Markdown text on one line."""
+    text = _SPECIAL.sub(r"\\\1", _LINE_BREAKS.sub(" ", str(value)))
+    # GFM turns bare URLs into links: break "scheme://" and "www." (escapes are still literal).
+    text = text.replace("://", r":\/\/")
+    return re.sub(r"(?i)\b(www)\.", r"\1\\.", text)
 
 
 def table(header: list[str] | tuple[str, ...], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    lines = ["| " + " | ".join(md_text(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(md_text(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def render_markdown(report: dict) -> str:
-    title = report_title(report)
-    parts = [f"# {title}", "", f"edgeprune {report['edgeprune_version']}"
-             + (f" · model {_model_name(report)}" if report.get("model") else ""), ""]
-    parts += ["## Variants", "", table(SUMMARY_COLUMNS, summary_rows(report)), ""]
-    parts += [LEGEND, ""]
-    parts += _energy_section(report) + _pruning_section(report.get("pruning"))
-    parts += _layers_section(final_variant(report))
-    if report.get("mi_plot"):
-        parts += ["## Mutual information per unit", "", f"![MI per unit]({report['mi_plot']})", ""]
-    return "\n".join(parts)
-
-
-def _model_name(report: dict) -> str:
-    model = report.get("model") or {}
-    return str(model.get("arch") or model.get("path") or "")
-
-
-def _energy_section(report: dict) -> list[str]:
-    rows = [[v.get("target", report["target"]["name"]), v["name"], v["precision"]]
-            + [fmt_float(v["energy_mj"][k], 4) for k in ("compute", "weights_dram", "activations",
-                                                         "total")]
-            for v in report["variants"]]
-    header = ["target", "variant", "precision", "compute mJ", "weights DRAM mJ",
-              "activations mJ", "total mJ"]
-    return ["## Energy per inference (estimated)", "", table(header, rows), ""]
-
-
-def _pruning_section(pruning: dict | None) -> list[str]:
-    if not pruning:
-        return []
-    rows = [[k.replace("_", " "), fmt_int(v) if isinstance(v, int) else
-             f"{v:.4f}" if isinstance(v, float) else str(v)]
-            for k, v in pruning.items() if not isinstance(v, (list, dict))]
-    out = ["## Pruning", "", table(["", "value"], rows), ""]
-    stages = pruning.get("stage_log") or []
-    if stages and all(isinstance(s, dict) for s in stages):
-        keys = list(dict.fromkeys(k for s in stages for k in s
-                                  if not isinstance(s[k], (list, dict))))
-        out += ["### Stages", "", table(keys, [[str(s.get(k, "")) for k in keys]
-                                               for s in stages]), ""]
+def render_blocks(blocks: list[tuple]) -> list[str]:
+    out = []
+    for block in blocks:
+        if block[0] == "h":
+            out += ["#" * block[1] + " " + md_text(block[2]), ""]
+        elif block[0] == "table":
+            out += [table(block[1], block[2]), ""]
+        else:
+            out += [md_text(block[1]), ""]
     return out
 
 
-def _layers_section(v: dict) -> list[str]:
-    layers = [lay for lay in v["layers"] if lay.get("energy_mj", {}).get("total", 0) > 0
-              or lay["macs"]]
-    layers = sorted(layers, key=lambda lay: -lay.get("energy_mj", {}).get("total", 0))
-    rows = [[lay["name"], lay["op_type"], "×".join(map(str, lay["output_shape"])),
-             lay["precision"], fmt_int(lay["macs"]), fmt_int(lay["params"]),
-             fmt_bytes(lay["weight_bytes"]),
-             fmt_bytes(lay["act_read_bytes"] + lay["act_write_bytes"]),
-             fmt_float(lay.get("energy_mj", {}).get("total"), 5),
-             fmt_float(lay.get("latency_estimated_ms"), 4)] for lay in layers[:LAYER_ROWS]]
-    header = ["layer", "op", "output", "precision", "MACs", "params", "weights",
-              "activations r+w", "energy mJ", "est. ms"]
-    more = len(layers) - LAYER_ROWS
-    name = f"{v.get('target') + ' / ' if v.get('target') else ''}{v['name']} ({v['precision']})"
-    return ([f"## Layers of {name}, by energy", "", table(header, rows)]
-            + ([f"\n…and {more} more layers in report.json."] if more > 0 else []) + [""])
+def render_markdown(report: dict) -> str:
+    name = model_name(report)
+    parts = [f"# {md_text(report_title(report))}", "",
+             md_text(f"edgeprune {report['edgeprune_version']}"
+                     + (f" · model {name}" if report.get("model") else "")), ""]
+    parts += ["## Variants", "", table(SUMMARY_COLUMNS, summary_rows(report)), ""]
+    parts += [md_text(LEGEND), ""]
+    parts += render_blocks(sections(report))
+    if report.get("mi_plot"):
+        # a relative file name (write_reports made sure), percent-encoded as a link target
+        parts += ["## Mutual information per unit", "",
+                  f"![MI per unit]({quote(str(report['mi_plot']))})", ""]
+    return "\n".join(parts)
