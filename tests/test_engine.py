@@ -3,6 +3,7 @@ stand-in docker); the TensorRT Python API build where tensorrt imports."""
 
 import json
 import os
+import re
 import stat
 import subprocess
 
@@ -211,3 +212,47 @@ def test_real_tensorrt_build_and_profile(tmp_path):
     prof = profile_engine(engine, warmup_s=0.2, iterations=50)
     assert prof["latency_ms"]["runs"] == 50 and prof["latency_ms"]["median"] > 0
     assert np.isfinite(prof["latency_ms"]["p90"])
+
+
+def _external_data_onnx(path):
+    import onnx
+
+    model = onnx.load(str(conv_relu(path)))
+    onnx.save(model, str(path), save_as_external_data=True, location="weights.bin",
+              size_threshold=0)
+    return path
+
+
+def _bad_onnx(tmp_path, kind):
+    """A file that is not one self-contained ONNX model, and what the error must say."""
+    import torch
+
+    path = tmp_path / {"pt": "model.pt", "pt-renamed": "model.onnx"}.get(kind, f"{kind}.onnx")
+    if kind == "empty":
+        path.write_bytes(b"")
+        return path, "is empty (0 bytes)"
+    if kind == "junk":
+        path.write_text("this is not onnx\n")
+        return path, "not a readable ONNX model"
+    if kind == "external":
+        return _external_data_onnx(path), "external data files"
+    torch.save({"w": torch.zeros(2)}, path)
+    return path, "is a PyTorch checkpoint, not an ONNX model; export it first: `edgeprune export"
+
+
+@pytest.mark.parametrize("batch", [[], ["--batch", "1,2,4"]])
+@pytest.mark.parametrize("kind", ["empty", "junk", "external", "pt", "pt-renamed"])
+def test_engine_cli_refuses_what_is_not_one_onnx_file(tmp_path, kind, batch):
+    import edgeprune.cli  # noqa: F401
+    from edgeprune.cli.app import app
+    from typer.testing import CliRunner
+
+    path, message = _bad_onnx(tmp_path, kind)
+    out = tmp_path / "engine"
+    result = CliRunner().invoke(app, ["engine", str(path), "--target", "jetson-xavier-nx",
+                                      "--out", str(out), *batch])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+    with pytest.raises(EdgepruneError, match=re.escape(message.split(";")[0])):
+        make_engine(path, load_target("jetson-xavier-nx"), "fp16", out, build=False)

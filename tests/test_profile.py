@@ -94,6 +94,62 @@ def test_peak_activation_memory_on_a_hand_built_graph():
     assert peak_activation_memory(account(model, "fp16")).bytes == 1200
 
 
+def test_weights_behind_dq_and_constant_chains_are_not_activations():
+    # X[1,4,4,4] → Conv(W) → Y, where W = DQ(Wq int8 [64,4,3,3]) and the bias comes from a
+    # Constant node through Mul by an initializer (a chain a runtime folds). Only X and Y are
+    # activations: 64 + 1024 bytes (1 byte each at the int8 conv), whatever the weight size.
+    from onnx import numpy_helper
+
+    wq = numpy_helper.from_array(np.ones((64, 4, 3, 3), np.int8), "Wq")
+    scale = numpy_helper.from_array(np.float32(0.1), "s")
+    two = numpy_helper.from_array(np.float32(2), "two")
+    bias = helper.make_tensor("b", TensorProto.FLOAT, [64], np.zeros(64, np.float32))
+    nodes = [helper.make_node("DequantizeLinear", ["Wq", "s"], ["W"], name="dq_w"),
+             helper.make_node("Constant", [], ["B0"], value=bias, name="const_b"),
+             helper.make_node("Mul", ["B0", "two"], ["B"], name="fold_b"),
+             helper.make_node("Conv", ["X", "W", "B"], ["Y"], pads=[1, 1, 1, 1], name="conv")]
+    model = _graph(nodes, [1, 4, 4, 4], [1, 64, 4, 4])
+    model.graph.initializer.extend([wq, scale, two])
+    onnx.checker.check_model(model)
+    acc = account(model, "int8")
+    peak = peak_activation_memory(acc)
+    assert (peak.bytes, peak.node) == (64 + 64 * 16, "conv")
+    assert acc.nodes[0].output_shape == [64, 4, 3, 3]  # still shown in the layer table
+    assert acc.nodes[2].elements == 0 and acc.nodes[2].writes == []  # folded at build time
+
+
+@pytest.fixture(scope="module")
+def quantized_resnet(resnet20_digits_path, digits, tmp_path_factory):
+    """The trained ResNet-20 as fp32 ONNX and int8 in both flavours (TensorRT: float weights
+    behind Q→DQ; ONNX Runtime CPU: int8 weights behind DQ)."""
+    from edgeprune.checkpoint import load_model
+    from edgeprune.quantize import QuantizeConfig, quantize_model
+
+    d = tmp_path_factory.mktemp("quantized")
+    loaded = load_model(resnet20_digits_path)
+    fp32 = d / "model.onnx"
+    export_onnx(loaded.model, tuple(loaded.info.input_shape), fp32)
+    int8 = {t: quantize_model(load_model(resnet20_digits_path), fp32, digits, "int8",
+                              load_target(t), d / t, QuantizeConfig()).onnx_path
+            for t in ("jetson-xavier-nx", "host-cpu")}
+    return fp32, int8
+
+
+def test_int8_peak_activation_memory_is_below_fp32(quantized_resnet):
+    fp32, int8 = quantized_resnet
+    fp32_peak = peak_activation_memory(account(onnx.load(str(fp32)), "fp32"))
+    fp16_peak = peak_activation_memory(account(onnx.load(str(fp32)), "fp16"))
+    for target, path in int8.items():
+        acc = account(onnx.load(str(path)), "int8")
+        peak = peak_activation_memory(acc)
+        assert peak.bytes <= fp16_peak.bytes < fp32_peak.bytes, (target, peak, fp32_peak)
+        assert acc.node_inputs[peak.index]  # the peak is at a node on the data path
+        # no weight's Q/DQ output is ever live activation memory
+        dq = [i for i, n in enumerate(acc.nodes) if n.op_type == "DequantizeLinear"
+              and not acc.node_inputs[i]]
+        assert dq and all(acc.node_outputs[i] == [] for i in dq)
+
+
 def _quantize_int8(src, dst):
     from onnxruntime.quantization import (
         CalibrationDataReader,

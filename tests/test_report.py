@@ -9,6 +9,7 @@ import re
 import edgeprune.cli  # noqa: F401  (registers the commands)
 import jsonschema
 import matplotlib
+import onnx
 import pytest
 import torch
 from edgeprune import __version__
@@ -144,12 +145,24 @@ def test_profile_cli_on_onnx_for_a_jetson(onnx_path, tmp_path):
     (["profile", "{junk}", "--target", "host-cpu"], "not a readable ONNX model"),
     (["profile", "{onnx}", "--target", "host-cpu", "--engine", "missing.engine"],
      "engine file"),
+    (["profile", "{empty}", "--target", "host-cpu"], "is empty (0 bytes)"),
+    (["profile", "{external}", "--target", "jetson-nano"], "external data files"),
+    (["profile", "{pt_renamed}", "--target", "host-cpu"], "is a PyTorch checkpoint"),
 ])
 def test_profile_cli_bad_input_exits_2_in_one_line(args, message, onnx_path, tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not onnx")
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    external = tmp_path / "external.onnx"
+    model = onnx.load(str(onnx_path))
+    onnx.save(model, str(external), save_as_external_data=True, location="w.bin",
+              size_threshold=0)
+    pt_renamed = tmp_path / "model.onnx"
+    torch.save({"w": torch.zeros(2)}, pt_renamed)
     out = tmp_path / "out"
-    args = [a.format(onnx=onnx_path, junk=junk) for a in args] + ["--out", str(out)]
+    args = [a.format(onnx=onnx_path, junk=junk, empty=empty, external=external,
+                     pt_renamed=pt_renamed) for a in args] + ["--out", str(out)]
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output

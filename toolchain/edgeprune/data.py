@@ -277,7 +277,11 @@ def _load_digits(_arg: str) -> Loaded:
 def _load_npz(arg: str) -> Loaded:
     where = f"npz:{arg}"
     try:
-        with np.load(arg, allow_pickle=False) as f:
+        f = np.load(arg, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):  # one array: an .npy file
+            raise EdgepruneError(f"{where} is a single array (.npy), not an .npz archive with "
+                                 "x_train, y_train, x_test, y_test")
+        with f:
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
             if missing:
                 raise EdgepruneError(f"{where} lacks the keys {sorted(missing)}; it needs "
@@ -285,9 +289,6 @@ def _load_npz(arg: str) -> Loaded:
             arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise EdgepruneError(f"{where} is not a readable .npz file ({_first_line(e)})") from None
-    except AttributeError:  # np.load returned one array: an .npy file, not an archive
-        raise EdgepruneError(f"{where} is a single array (.npy), not an .npz archive with "
-                             "x_train, y_train, x_test, y_test") from None
     for k in ("x_train", "x_test"):
         if arrays[k].dtype != np.uint8:
             raise EdgepruneError(f"{where}: {k} must be uint8 images (0..255), got "

@@ -31,12 +31,14 @@ def engine_cmd(
     from edgeprune.config import check_range
     from edgeprune.engine import make_engine
     from edgeprune.engine.plan import batch_shapes
+    from edgeprune.onnx_file import read_onnx
     from edgeprune.precision import check_precision
     from edgeprune.targets import pick_target
 
     tgt = pick_target(target, target_file)
     check_precision(tgt, precision, allow_emulated=bool(allow_emulated))
     check_range("dla_core", dla_core)
+    read_onnx(onnx)  # before --batch reads it: a .pt, an empty or a non-ONNX file is refused
     shapes = batch_shapes(onnx, batch) if batch else None
     result = make_engine(onnx, tgt, precision, out, calib_cache=calib_cache, dla_core=dla_core,
                          shapes=shapes, build=not no_build)

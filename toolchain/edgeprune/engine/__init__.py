@@ -43,7 +43,9 @@ def make_engine(onnx_path: str | Path, target: Target, precision: str, out_dir: 
     from edgeprune.atomic import write_json
     from edgeprune.engine.builder import build_here
     from edgeprune.engine.trtexec import write_build_script
+    from edgeprune.onnx_file import read_onnx
 
+    read_onnx(onnx_path)  # a checkpoint, an empty file, external data: refused before any work
     out_dir = Path(out_dir)
     plan = plan_engine(onnx_path, target, precision, out_dir, calib_cache=calib_cache,
                        dla_core=dla_core, shapes=shapes, compat=compat)

@@ -146,8 +146,12 @@ def account(model, precision: str = "fp32") -> GraphAccount:
     weights_of = _weight_sources(g, inits, producers)
     float_precision = "fp32" if precision == "binary" else precision
 
+    constant = _constant_tensors(g, inits) | weights_of["derived"]
+
     def is_activation(t: str) -> bool:
-        return bool(t) and t not in inits and t not in weights_of["derived"]
+        # Weights and what is computed from weights alone (a weight's Q/DQ chain, Constant
+        # nodes and chains on them) are folded at build time: never activation memory.
+        return bool(t) and t not in inits and t not in constant
 
     consumers: dict[str, list] = {}
     for n in g.node:
@@ -176,7 +180,8 @@ def account(model, precision: str = "fp32") -> GraphAccount:
         bin_act = node_prec == "binary" and (binary_a is True or (
             isinstance(binary_a, set) and (name in binary_a or w_names & binary_a)))
         act_in = [t for t in node.input if is_activation(t)]
-        act_out = [t for t in node.output if t]
+        outs = [t for t in node.output if t]
+        act_out = [t for t in outs if is_activation(t)]
         elem_bytes = PRECISION_BITS["fp32" if node_prec == "binary" else node_prec] / 8
         for t in act_out:
             tensor_bytes[t] = _tensor_bytes(shapes.get(t), dtypes.get(t), elem_bytes)
@@ -186,7 +191,7 @@ def account(model, precision: str = "fp32") -> GraphAccount:
         reads = [tensor_bytes[t] for t in act_in]
         if bin_act:  # binarized inputs travel as 1 bit per element
             reads = [int(np.ceil(_numel(shapes.get(t)) / 8)) for t in act_in]
-        cost = NodeCost(name, node.op_type, _shape(shapes.get(act_out[0]) if act_out else None),
+        cost = NodeCost(name, node.op_type, _shape(shapes.get(outs[0]) if outs else None),
                         node_prec, reads=reads, writes=[tensor_bytes[t] for t in act_out],
                         binary_activations=bin_act)
         cost.params, cost.weight_bytes = _weights(owned, node_prec, node.op_type in MAC_OPS)
@@ -270,6 +275,16 @@ def _qdq_precisions(g, precs: dict, is_activation, producers, consumers) -> set:
         if not int8_side:
             conversions.add(id(node))
     return conversions
+
+
+def _constant_tensors(g, inits) -> set[str]:
+    """Outputs of Constant nodes and of nodes that read only initializers and constants."""
+    constant: set[str] = set()
+    for node in g.node:  # topological order: a chain is found in one pass
+        ins = [t for t in node.input if t]
+        if node.op_type == "Constant" or (ins and all(t in inits or t in constant for t in ins)):
+            constant.update(t for t in node.output if t)
+    return constant
 
 
 def _value_shapes(g) -> tuple[dict[str, list], dict[str, int]]:

@@ -63,15 +63,12 @@ def run_profile(cfg: ProfileConfig, log=print) -> dict:
 
 
 def _detect(onnx_path: Path) -> str:
-    import onnx
-
+    """The precision the graph was quantized to; an empty, non-ONNX or external-data file is
+    refused here, before any work."""
+    from edgeprune.onnx_file import read_onnx
     from edgeprune.profile import detect_precision
 
-    try:
-        return detect_precision(onnx.load(str(onnx_path), load_external_data=False))
-    except Exception as e:
-        raise EdgepruneError(f"{onnx_path} is not a readable ONNX model ({type(e).__name__}); "
-                             "give an ONNX file or an edgeprune checkpoint") from None
+    return detect_precision(read_onnx(onnx_path))
 
 
 def _accuracy(onnx_path: Path, spec: str, log) -> float:

@@ -1,0 +1,368 @@
+"""Bad inputs through the real command line, one table.
+
+Every row runs ``python -m edgeprune ...`` in a subprocess and must end with exit code 2, exactly
+one non-empty line on stderr, no traceback anywhere, and the ``--out`` path exactly as it was (a
+folder's listing and modification times; a path that did not exist must still not exist).
+
+A row is ``pytest.param(builder, "text the error must contain", id=...)``. A builder makes the
+bad input in a fresh folder ``tmp`` and returns the command's arguments; ``out(tmp)`` is the
+path the table watches. The factories below (``ckpt``, ``npz``, ``images``, ...) make most rows
+one line: ``ckpt(num_classes=0)`` is a checkpoint whose num_classes is 0, given to ``export``.
+
+Each run costs an interpreter start and torch's import (≈3 s of CPU), so the rows run side by
+side, as many at a time as there are CPUs, and variants of a defect that an earlier row already
+covers are marked slow.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+slow = pytest.mark.slow
+
+
+# ---------------------------------------------------------------- running the CLI
+
+
+def out(tmp: Path) -> Path:
+    """The output path a row's command writes to, and that must be left unchanged."""
+    return tmp / "out"
+
+
+def snapshot(path: Path):
+    """What a failed command must not change: each entry's relative path, size and mtime."""
+    if not path.exists():
+        return None
+    entries = [path, *sorted(path.rglob("*"))] if path.is_dir() else [path]
+    return [(str(p.relative_to(path)), p.is_dir(), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in entries]
+
+
+def run_row(build, tmp: Path):
+    args = [str(a) for a in build(tmp)]
+    before = snapshot(out(tmp))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "toolchain")}
+    result = subprocess.run([sys.executable, "-m", "edgeprune", *args], cwd=tmp, env=env,
+                            capture_output=True, text=True, timeout=300)
+    return result, before, snapshot(out(tmp))
+
+
+# ---------------------------------------------------------------- model files
+
+
+@cache
+def _weights(arch: str, num_classes: int, channels: int) -> dict:
+    from edgeprune.models import create_model
+
+    torch.manual_seed(0)
+    return create_model(arch, num_classes=num_classes, in_channels=channels).state_dict()
+
+
+def checkpoint_dict(**fields) -> dict:
+    """A valid edgeprune checkpoint of an untrained ResNet-20 for 1×8×8 digits, with ``fields``
+    replaced (``state_dict=None`` and the like keep their literal value)."""
+    ckpt = {"arch": "resnet20", "num_classes": 10, "state_dict": _weights("resnet20", 10, 1),
+            "input_shape": [1, 8, 8], "normalization": {"mean": [0.3], "std": [0.4]},
+            "class_names": [str(i) for i in range(10)], "removed_units": []}
+    return {**ckpt, **fields}
+
+
+def save_model(tmp: Path, obj=None, name: str = "model.pt", **fields) -> Path:
+    path = tmp / name
+    torch.save(checkpoint_dict(**fields) if obj is None else obj, path)
+    return path
+
+
+def ckpt(command: str = "export", **fields):
+    """A checkpoint with ``fields`` replaced, given to ``command``."""
+    return lambda tmp: model_args(command, save_model(tmp, **fields), tmp)
+
+
+def model_args(command: str, model: Path, tmp: Path) -> list:
+    if command == "export":
+        return ["export", model, "--out", out(tmp) / "model.onnx"]
+    if command == "evaluate":
+        return ["evaluate", model, "--data", "digits"]
+    return [command, model]
+
+
+def raw_model(content: bytes, name: str = "model.pt", command: str = "export"):
+    """A model file holding ``content`` bytes."""
+    def build(tmp):
+        (tmp / name).write_bytes(content)
+        return model_args(command, tmp / name, tmp)
+    return build
+
+
+def with_weights(key: str, value: float, command: str = "export"):
+    """A checkpoint whose tensor ``key`` has one entry set to ``value`` (NaN, inf)."""
+    def build(tmp):
+        state = {k: v.clone() for k, v in _weights("resnet20", 10, 1).items()}
+        state[key].view(-1)[0] = value
+        return model_args(command, save_model(tmp, state_dict=state), tmp)
+    return build
+
+
+def without_weight(key: str):
+    return ckpt(state_dict={k: v for k, v in _weights("resnet20", 10, 1).items() if k != key})
+
+
+def truncated_model(tmp):
+    path = save_model(tmp)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return model_args("export", path, tmp)
+
+
+def pickled(*extra: str, command: str = "export"):
+    """A whole pickled module (torch classes only, so the subprocess can unpickle it) that takes
+    only 1×8×8 images and records no input shape."""
+    def build(tmp):
+        net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(),
+                                  torch.nn.Linear(4 * 6 * 6, 10))
+        return [*model_args(command, save_model(tmp, net), tmp), *extra]
+    return build
+
+
+# ---------------------------------------------------------------- data sets
+
+
+def train_on(spec: str, tmp: Path) -> list:
+    return ["train", "--arch", "resnet20", "--data", spec, "--epochs", "1", "--out", out(tmp)]
+
+
+def _images(n: int, shape=(1, 8, 8)) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, *shape), dtype=np.uint8)
+
+
+def npz(**arrays):
+    """An npz data set (40 train, 10 test 1×8×8 images, labels 0..9) with ``arrays`` replaced or,
+    given as None, left out; trained on with ``train``."""
+    def build(tmp):
+        good = {"x_train": _images(40), "y_train": np.arange(40) % 10, "x_test": _images(10),
+                "y_test": np.arange(10)}
+        data = {k: v for k, v in {**good, **arrays}.items() if v is not None}
+        np.savez(tmp / "data.npz", **data)
+        return train_on(f"npz:{tmp / 'data.npz'}", tmp)
+    return build
+
+
+def npz_file(content: bytes):
+    def build(tmp):
+        (tmp / "data.npz").write_bytes(content)
+        return train_on(f"npz:{tmp / 'data.npz'}", tmp)
+    return build
+
+
+def npy_as_npz(tmp):
+    np.save(tmp / "data.npy", _images(4))
+    return train_on(f"npz:{tmp / 'data.npy'}", tmp)
+
+
+def cifar(**batch):
+    """CIFAR-10 python batches (20 images each) whose dict has ``batch``'s keys replaced or, given
+    as None, removed; ``batch=...`` replaces the whole object."""
+    def build(tmp):
+        rng = np.random.default_rng(0)
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            good = {b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8),
+                    b"labels": list(range(10)) * 2}
+            d = {k: v for k, v in {**good, **{k.encode(): v for k, v in batch.items()}}.items()
+                 if v is not None}
+            (tmp / name).write_bytes(pickle.dumps(d.get(b"batch", d)))
+        return train_on(f"cifar10:{tmp}", tmp)
+    return build
+
+
+def cifar_is_a_file(tmp):
+    (tmp / "data_batch_1").write_bytes(b"x")
+    return train_on(f"cifar10:{tmp / 'data_batch_1'}", tmp)
+
+
+def _png(path: Path, size: int = 12) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(str(path)))
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+
+
+def images(classes=("cat", "dog"), val=None, bad: dict | None = None, model_classes=None):
+    """An imagefolder data set (3 train and 1 val 12×12 RGB PNG per class; ``val`` other class
+    folders for val) with ``bad`` {relative path: bytes or a callable of the good bytes} written
+    over it. With ``model_classes`` a matching model is pruned on it, else ``train`` runs."""
+    def build(tmp):
+        root = tmp / "images"
+        for cls in classes:
+            for i in range(3):
+                _png(root / "train" / cls / f"{i}.png")
+        for cls in val or classes:
+            _png(root / "val" / cls / "0.png")
+        for rel, content in (bad or {}).items():
+            f = root / rel
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(content(f.read_bytes()) if callable(content) else content)
+        spec = f"imagefolder:{root}"
+        if model_classes is None:
+            return train_on(spec, tmp)
+        model = save_model(tmp, state_dict=_weights("resnet20", len(model_classes), 3),
+                           num_classes=len(model_classes), input_shape=[3, 12, 12],
+                           normalization=None, class_names=list(model_classes))
+        return ["prune", model, "--data", spec, "--out", out(tmp)]
+    return build
+
+
+def existing_out(build):
+    """``build`` with its output folder already holding an earlier run's file."""
+    def wrapped(tmp):
+        out(tmp).mkdir()
+        (out(tmp) / "earlier.json").write_text("{}")
+        return build(tmp)
+    return wrapped
+
+
+def _half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+# ---------------------------------------------------------------- the table
+
+BAD_INPUTS = [
+    # model files that are not PyTorch checkpoints
+    pytest.param(raw_model(b"hello, I am text\n"), "not a PyTorch model file", id="model-text"),
+    pytest.param(raw_model(os.urandom(64), command="inspect"), "not a PyTorch model file",
+                 id="model-random-bytes", marks=slow),
+    pytest.param(raw_model(b""), "is empty", id="model-empty", marks=slow),
+    pytest.param(lambda tmp: ["inspect", tmp], "is a directory", id="model-is-a-directory"),
+    pytest.param(lambda tmp: model_args("export", tmp / "nope.pt", tmp), "does not exist",
+                 id="model-missing", marks=slow),
+    pytest.param(raw_model(b"\x08\x07\x12\x07pytorch", name="model.onnx", command="evaluate"),
+                 "ONNX file", id="model-onnx-given-as-pt"),
+    pytest.param(truncated_model, "corrupt or truncated", id="model-truncated"),
+    pytest.param(raw_model(b"caf\xc3\xa9", name="mod\u00e8le \u2603.pt"),
+                 "not a PyTorch model file", id="model-unicode-name", marks=slow),
+    pytest.param(lambda tmp: model_args("export", save_model(tmp, [1, 2, 3]), tmp),
+                 "neither an edgeprune checkpoint", id="model-a-list", marks=slow),
+    pytest.param(lambda tmp: model_args("export", save_model(tmp, _weights("resnet20", 10, 1)),
+                                        tmp), "bare weights", id="model-bare-state-dict"),
+    # checkpoint fields
+    pytest.param(with_weights("conv1.weight", float("nan")), "NaN weights", id="ckpt-nan"),
+    pytest.param(with_weights("bn1.running_var", float("inf"), "inspect"), "infinite weights",
+                 id="ckpt-inf", marks=slow),
+    pytest.param(ckpt(num_classes="ten"), "num_classes", id="ckpt-num-classes-text"),
+    pytest.param(ckpt(num_classes=0), "num_classes", id="ckpt-num-classes-0", marks=slow),
+    pytest.param(ckpt(num_classes=10**12), "num_classes", id="ckpt-num-classes-huge",
+                 marks=slow),
+    pytest.param(ckpt(input_shape=[8, 8]), "input_shape", id="ckpt-input-shape-2d"),
+    pytest.param(ckpt("inspect", input_shape=[1, -8, 8]), "input_shape",
+                 id="ckpt-input-shape-negative", marks=slow),
+    pytest.param(ckpt("inspect", input_shape=[1, 10**9, 10**9]), "input_shape",
+                 id="ckpt-input-shape-huge", marks=slow),
+    pytest.param(ckpt(state_dict=[1, 2]), "state_dict must map", id="ckpt-state-dict-list"),
+    pytest.param(ckpt(arch="resnet21"), "unknown architecture", id="ckpt-unknown-arch"),
+    pytest.param(ckpt(arch=None), "arch must be", id="ckpt-arch-none", marks=slow),
+    pytest.param(without_weight("fc.weight"), "1 missing (e.g. fc.weight)",
+                 id="ckpt-missing-key"),
+    pytest.param(ckpt(arch="resnet32"), "do not fit architecture 'resnet32'",
+                 id="ckpt-other-arch", marks=slow),
+    pytest.param(ckpt(normalization={"mean": [0.3], "std": [0.0]}), "std must be positive",
+                 id="ckpt-std-zero"),
+    pytest.param(ckpt(class_names=["a", "b"]), "class_names has 2 names",
+                 id="ckpt-class-names-count", marks=slow),
+    pytest.param(ckpt(removed_units=["layer9.0"]), "no unit 'layer9.0'",
+                 id="ckpt-removed-unit-unknown", marks=slow),
+    # pickled modules
+    pytest.param(pickled(), "--trust-model", id="pickled-untrusted"),
+    pytest.param(pickled("--trust-model"), "--input-shape", id="pickled-export-no-shape"),
+    pytest.param(pickled("--trust-model", command="inspect"), "--input-shape",
+                 id="pickled-inspect-not-3x32x32"),
+    pytest.param(pickled("--trust-model", "--input-shape", "1,8", command="inspect"),
+                 "three numbers", id="pickled-input-shape-malformed", marks=slow),
+    pytest.param(pickled("--trust-model", "--input-shape", "1,9,9"), "cannot take input",
+                 id="pickled-input-shape-wrong", marks=slow),
+    # npz data
+    pytest.param(npz(y_train=np.arange(39) % 10), "40 images but 39 labels",
+                 id="npz-length-mismatch"),
+    pytest.param(npz(y_train=np.r_[np.arange(39) % 10, 99]), "is the largest label, 99, a stray",
+                 id="npz-stray-label"),
+    pytest.param(npz(y_train=np.arange(40) % 10 + 0.5), "not a whole number",
+                 id="npz-fractional-labels"),
+    pytest.param(npz(y_train=np.array([str(i % 10) for i in range(40)])), "must be integers",
+                 id="npz-string-labels", marks=slow),
+    pytest.param(npz(y_train=np.eye(10)[np.arange(40) % 10]), "one-hot",
+                 id="npz-one-hot-labels", marks=slow),
+    pytest.param(npz(y_train=np.r_[np.arange(39) % 10, -1]), "label -1 is outside",
+                 id="npz-negative-label", marks=slow),
+    pytest.param(npz(y_test=np.r_[np.arange(9), 12]), "test label 12 is outside",
+                 id="npz-unknown-test-label", marks=slow),
+    pytest.param(npz(x_train=_images(1), y_train=np.array([0])), "at least two",
+                 id="npz-one-image"),
+    pytest.param(npz(x_train=_images(10), y_train=np.arange(10)), "at least 2",
+                 id="npz-one-image-per-class"),
+    pytest.param(npz(y_test=None), "lacks the keys", id="npz-missing-key", marks=slow),
+    pytest.param(npz(x_train=_images(40).astype(np.float32)), "uint8", id="npz-float-images",
+                 marks=slow),
+    pytest.param(npz(x_train=_images(40).reshape(40, 64)), "images must be",
+                 id="npz-flat-images", marks=slow),
+    pytest.param(npz(x_test=_images(0), y_test=np.arange(0)), "test split is empty",
+                 id="npz-empty-test", marks=slow),
+    pytest.param(npz_file(b"x_train,y_train\n1,2\n"), "not a readable .npz", id="npz-csv"),
+    pytest.param(npy_as_npz, "single array (.npy)", id="npz-is-npy", marks=slow),
+    # CIFAR-10 batches
+    pytest.param(cifar(data=np.zeros((20, 3000), np.uint8)), "rows of 3072",
+                 id="cifar-row-width"),
+    pytest.param(cifar(labels=None), "lacks labels", id="cifar-no-labels"),
+    pytest.param(cifar(labels=[0] * 19), "20 images but 19 labels", id="cifar-label-count",
+                 marks=slow),
+    pytest.param(cifar(batch=[1, 2]), "holds a list", id="cifar-not-a-dict", marks=slow),
+    pytest.param(cifar_is_a_file, "is a file", id="cifar-dir-is-a-file", marks=slow),
+    # image folders
+    pytest.param(images(bad={"train/cat/9.png": b"not an image"}), "9.png is not a readable "
+                 "image", id="imagefolder-non-image"),
+    pytest.param(images(bad={"train/dog/0.png": _half}), "0.png is not a readable image",
+                 id="imagefolder-truncated-png"),
+    pytest.param(images(bad={"train/emu/readme.txt": b"no pngs"}), "has no PNG images",
+                 id="imagefolder-empty-class", marks=slow),
+    pytest.param(images(val=("cat", "dog", "cow")), "that train lacks",
+                 id="imagefolder-val-only-class", marks=slow),
+    pytest.param(existing_out(images(classes=("cat", "cow"), model_classes=("cat", "dog"))),
+                 "only in the model: dog; only in the data: cow", id="imagefolder-other-classes"),
+    pytest.param(images(model_classes=("dog", "cat")), "the labels would be swapped",
+                 id="imagefolder-class-order"),
+]
+
+
+# ---------------------------------------------------------------- the test
+
+
+@pytest.fixture(scope="module")
+def launched(request, tmp_path_factory):
+    """Every selected row, started at once on a pool as wide as the CPU count: the runs are
+    independent processes, and each is mostly torch's import."""
+    rows = {item.callspec.id: item.callspec.params["build"] for item in request.session.items
+            if item.path == Path(__file__) and item.originalname == "test_bad_input"}
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        yield {row_id: pool.submit(run_row, build, tmp_path_factory.mktemp("bad"))
+               for row_id, build in rows.items()}
+
+
+@pytest.mark.parametrize("build,match", BAD_INPUTS)
+def test_bad_input(build, match, launched, request):
+    result, before, after = launched[request.node.callspec.id].result()
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].strip(), result.stderr
+    assert match in lines[0]
+    assert after == before, "the failed command changed its --out path"
