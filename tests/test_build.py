@@ -251,3 +251,33 @@ def test_config_file(resnet20_digits_path, tmp_path):
     r = build(resnet20_digits_path, "--config", conf, "--out", tmp_path / "o")
     assert r.exit_code == 2 and "[quantize] has no option no_such_option" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+class _Evil:
+    """Unpickling this creates a file: the stand-in for code a model file could run."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("line", ['trust_model = "false"', "trust_model = true",
+                                  'trust_model = "yes"'])
+def test_a_config_file_never_turns_on_unpickling(tmp_path, line):
+    marker = tmp_path / "code-ran"
+    model = tmp_path / "evil.pt"
+    torch.save(_Evil(marker), model)
+    conf = tmp_path / "edgeprune.toml"
+    conf.write_text(f'target = "jetson-orin-nano"\nmethod = "none"\nprecision = "fp16"\n{line}\n')
+    r = build(model, "--config", conf, "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "trust_model cannot be set in a config file" in r.stderr
+    assert not marker.exists() and not (tmp_path / "o").exists()
+    # Without the config line the file is refused unless --trust-model is given ...
+    conf.write_text('target = "jetson-orin-nano"\nmethod = "none"\nprecision = "fp16"\n')
+    r = build(model, "--config", conf, "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "--trust-model" in r.stderr and not marker.exists()
+    # ... and only the flag runs it (which shows the marker is a real witness).
+    build(model, "--config", conf, "--out", tmp_path / "o", "--trust-model")
+    assert marker.exists()

@@ -61,11 +61,12 @@ def command(*args, **kwargs) -> Callable:
 
 def make_progress(*, transient: bool = False) -> Progress:
     """Progress bars on stderr. ``transient`` clears them when done (and when a stage fails, so
-    that an error stays one line)."""
+    that an error stays one line). Where stderr is not a terminal (a log, a pipe) there are no
+    bars, whose last frame and line breaks would be left there around the messages."""
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                     MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
-                    transient=transient)
+                    transient=transient, disable=not err_console.is_terminal)
 
 
 @contextmanager
