@@ -105,6 +105,8 @@ def test_auto_picks_the_fastest_by_the_targets_estimate(resnet20_digits_path, tm
     assert est["int8"] > est["fp32"] and choice["precision"] != "int8"
     assert f"precision {choice['precision']}: fastest by {target}'s latency estimate" in r.output
     assert not (tmp_path / ".work").exists()
+    md = (tmp_path / "report.md").read_text()
+    assert "## Precision" in md and f"latency estimate: {choice['precision']}" in md
 
 
 def test_nano_int8_is_refused_naming_its_precisions(resnet20_digits_path, tmp_path):
@@ -281,3 +283,17 @@ def test_a_config_file_never_turns_on_unpickling(tmp_path, line):
     # ... and only the flag runs it (which shows the marker is a real witness).
     build(model, "--config", conf, "--out", tmp_path / "o", "--trust-model")
     assert marker.exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_unwritable_out_is_refused_before_any_work(resnet20_digits_path, tmp_path):
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        for out in (parent, parent / "new"):
+            r = build(resnet20_digits_path, "--target", "jetson-orin-nano", "--method", "none",
+                      "--precision", "fp16", "--out", out)
+            assert r.exit_code == 2 and "writable" in r.stderr
+    finally:
+        parent.chmod(0o755)
