@@ -30,6 +30,15 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 slow = pytest.mark.slow
+# Defects outside the files these rows were written with; each names where the fix belongs.
+PROGRESS_LINE = pytest.mark.xfail(strict=True, reason="an error inside the CLI's progress "
+                                  "display leaves an empty line on stderr (cli/app.py)")
+PRUNE_OUT = pytest.mark.xfail(strict=True, reason="prune creates OUT/stages before --device is "
+                              "first used (PruneConfig.validate should call "
+                              "edgeprune.train.resolve_device: prune/mspic.py), inside the "
+                              "progress display (cli/app.py)")
+BUILD_OUT = pytest.mark.xfail(strict=True, reason="build creates --out before it loads the "
+                              "model and data (build.py run_build), and shows progress")
 
 
 # ---------------------------------------------------------------- running the CLI
@@ -145,16 +154,18 @@ def _images(n: int, shape=(1, 8, 8)) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (n, *shape), dtype=np.uint8)
 
 
-def npz(**arrays):
+def write_npz(tmp: Path, **arrays) -> str:
     """An npz data set (40 train, 10 test 1×8×8 images, labels 0..9) with ``arrays`` replaced or,
-    given as None, left out; trained on with ``train``."""
-    def build(tmp):
-        good = {"x_train": _images(40), "y_train": np.arange(40) % 10, "x_test": _images(10),
-                "y_test": np.arange(10)}
-        data = {k: v for k, v in {**good, **arrays}.items() if v is not None}
-        np.savez(tmp / "data.npz", **data)
-        return train_on(f"npz:{tmp / 'data.npz'}", tmp)
-    return build
+    given as None, left out; returns its data spec."""
+    good = {"x_train": _images(40), "y_train": np.arange(40) % 10, "x_test": _images(10),
+            "y_test": np.arange(10)}
+    np.savez(tmp / "data.npz", **{k: v for k, v in {**good, **arrays}.items() if v is not None})
+    return f"npz:{tmp / 'data.npz'}"
+
+
+def npz(**arrays):
+    """``write_npz(**arrays)``, trained on with ``train``."""
+    return lambda tmp: train_on(write_npz(tmp, **arrays), tmp)
 
 
 def npz_file(content: bytes):
@@ -237,52 +248,60 @@ def _half(data: bytes) -> bytes:
 
 # ---------------------------------------------------------------- the table
 
+STRAY = np.r_[np.arange(39) % 10, 99]  # labels 0..9 and one 99: a 100-class model by mistake
+
 BAD_INPUTS = [
     # model files that are not PyTorch checkpoints
     pytest.param(raw_model(b"hello, I am text\n"), "not a PyTorch model file", id="model-text"),
-    pytest.param(raw_model(os.urandom(64), command="inspect"), "not a PyTorch model file",
-                 id="model-random-bytes", marks=slow),
+    pytest.param(raw_model(np.random.default_rng(0).bytes(64), command="inspect"),
+                 "not a PyTorch model file", id="model-random-bytes", marks=slow),
     pytest.param(raw_model(b""), "is empty", id="model-empty", marks=slow),
-    pytest.param(lambda tmp: ["inspect", tmp], "is a directory", id="model-is-a-directory"),
+    pytest.param(lambda tmp: ["inspect", tmp], "is a directory", id="model-is-a-directory",
+                 marks=slow),
     pytest.param(lambda tmp: model_args("export", tmp / "nope.pt", tmp), "does not exist",
                  id="model-missing", marks=slow),
     pytest.param(raw_model(b"\x08\x07\x12\x07pytorch", name="model.onnx", command="evaluate"),
-                 "ONNX file", id="model-onnx-given-as-pt"),
-    pytest.param(truncated_model, "corrupt or truncated", id="model-truncated"),
+                 "ONNX file", id="model-onnx-given-as-pt", marks=slow),
+    pytest.param(truncated_model, "corrupt or truncated", id="model-truncated", marks=slow),
     pytest.param(raw_model(b"caf\xc3\xa9", name="mod\u00e8le \u2603.pt"),
                  "not a PyTorch model file", id="model-unicode-name", marks=slow),
     pytest.param(lambda tmp: model_args("export", save_model(tmp, [1, 2, 3]), tmp),
                  "neither an edgeprune checkpoint", id="model-a-list", marks=slow),
     pytest.param(lambda tmp: model_args("export", save_model(tmp, _weights("resnet20", 10, 1)),
-                                        tmp), "bare weights", id="model-bare-state-dict"),
+                                        tmp), "bare weights", id="model-bare-state-dict",
+                 marks=slow),
     # checkpoint fields
     pytest.param(with_weights("conv1.weight", float("nan")), "NaN weights", id="ckpt-nan"),
     pytest.param(with_weights("bn1.running_var", float("inf"), "inspect"), "infinite weights",
                  id="ckpt-inf", marks=slow),
     pytest.param(ckpt(num_classes="ten"), "num_classes", id="ckpt-num-classes-text"),
     pytest.param(ckpt(num_classes=0), "num_classes", id="ckpt-num-classes-0", marks=slow),
-    pytest.param(ckpt(num_classes=10**12), "num_classes", id="ckpt-num-classes-huge",
-                 marks=slow),
+    pytest.param(ckpt(num_classes=10**12), "num_classes", id="ckpt-num-classes-huge", marks=slow),
     pytest.param(ckpt(input_shape=[8, 8]), "input_shape", id="ckpt-input-shape-2d"),
     pytest.param(ckpt("inspect", input_shape=[1, -8, 8]), "input_shape",
                  id="ckpt-input-shape-negative", marks=slow),
     pytest.param(ckpt("inspect", input_shape=[1, 10**9, 10**9]), "input_shape",
                  id="ckpt-input-shape-huge", marks=slow),
     pytest.param(ckpt(state_dict=[1, 2]), "state_dict must map", id="ckpt-state-dict-list"),
-    pytest.param(ckpt(arch="resnet21"), "unknown architecture", id="ckpt-unknown-arch"),
+    pytest.param(ckpt(arch="resnet21"), "unknown architecture", id="ckpt-unknown-arch", marks=slow),
     pytest.param(ckpt(arch=None), "arch must be", id="ckpt-arch-none", marks=slow),
     pytest.param(without_weight("fc.weight"), "1 missing (e.g. fc.weight)",
-                 id="ckpt-missing-key"),
+                 id="ckpt-missing-key", marks=slow),
     pytest.param(ckpt(arch="resnet32"), "do not fit architecture 'resnet32'",
                  id="ckpt-other-arch", marks=slow),
     pytest.param(ckpt(normalization={"mean": [0.3], "std": [0.0]}), "std must be positive",
-                 id="ckpt-std-zero"),
+                 id="ckpt-std-zero", marks=slow),
     pytest.param(ckpt(class_names=["a", "b"]), "class_names has 2 names",
                  id="ckpt-class-names-count", marks=slow),
     pytest.param(ckpt(removed_units=["layer9.0"]), "no unit 'layer9.0'",
                  id="ckpt-removed-unit-unknown", marks=slow),
+    pytest.param(existing_out(lambda tmp: ["export", save_model(tmp), "--out", out(tmp)]),
+                 "is a folder", id="export-out-is-a-folder", marks=slow),
+    pytest.param(existing_out(lambda tmp: ["export", save_model(tmp), "--out",
+                                           out(tmp) / "earlier.json" / "m.onnx"]),
+                 "is a file, not a folder", id="export-out-under-a-file", marks=slow),
     # pickled modules
-    pytest.param(pickled(), "--trust-model", id="pickled-untrusted"),
+    pytest.param(pickled(), "--trust-model", id="pickled-untrusted", marks=slow),
     pytest.param(pickled("--trust-model"), "--input-shape", id="pickled-export-no-shape"),
     pytest.param(pickled("--trust-model", command="inspect"), "--input-shape",
                  id="pickled-inspect-not-3x32x32"),
@@ -293,7 +312,7 @@ BAD_INPUTS = [
     # npz data
     pytest.param(npz(y_train=np.arange(39) % 10), "40 images but 39 labels",
                  id="npz-length-mismatch"),
-    pytest.param(npz(y_train=np.r_[np.arange(39) % 10, 99]), "is the largest label, 99, a stray",
+    pytest.param(npz(y_train=STRAY), "is the largest label, 99, a stray",
                  id="npz-stray-label"),
     pytest.param(npz(y_train=np.arange(40) % 10 + 0.5), "not a whole number",
                  id="npz-fractional-labels"),
@@ -308,7 +327,7 @@ BAD_INPUTS = [
     pytest.param(npz(x_train=_images(1), y_train=np.array([0])), "at least two",
                  id="npz-one-image"),
     pytest.param(npz(x_train=_images(10), y_train=np.arange(10)), "at least 2",
-                 id="npz-one-image-per-class"),
+                 id="npz-one-image-per-class", marks=slow),
     pytest.param(npz(y_test=None), "lacks the keys", id="npz-missing-key", marks=slow),
     pytest.param(npz(x_train=_images(40).astype(np.float32)), "uint8", id="npz-float-images",
                  marks=slow),
@@ -316,8 +335,23 @@ BAD_INPUTS = [
                  id="npz-flat-images", marks=slow),
     pytest.param(npz(x_test=_images(0), y_test=np.arange(0)), "test split is empty",
                  id="npz-empty-test", marks=slow),
-    pytest.param(npz_file(b"x_train,y_train\n1,2\n"), "not a readable .npz", id="npz-csv"),
+    pytest.param(npz_file(b"x_train,y_train\n1,2\n"), "not a readable .npz", id="npz-csv",
+                 marks=slow),
     pytest.param(npy_as_npz, "single array (.npy)", id="npz-is-npy", marks=slow),
+    # training
+    pytest.param(lambda tmp: [*train_on("digits", tmp), "--device", "cuda:99"],
+                 "--device cuda:99", id="train-device-absent", marks=[slow, PROGRESS_LINE]),
+    pytest.param(lambda tmp: [*train_on("digits", tmp), "--device", "bogus"],
+                 "not a torch device", id="train-device-bogus", marks=[slow, PROGRESS_LINE]),
+    pytest.param(lambda tmp: ["train", "--arch", "densenet121", "--data", "digits", "--out",
+                              out(tmp)], "cannot take input of shape (1, 8, 8)",
+                 id="train-arch-too-deep-for-8x8", marks=[slow, PROGRESS_LINE]),
+    pytest.param(lambda tmp: ["prune", save_model(tmp), "--data", "digits", "--out", out(tmp),
+                              "--device", "cuda:99"], "--device cuda:99",
+                 id="prune-device-absent", marks=[slow, PRUNE_OUT]),
+    pytest.param(lambda tmp: ["build", save_model(tmp), "--target", "jetson-nano", "--data",
+                              write_npz(tmp, y_train=STRAY), "--out", out(tmp)], "a stray",
+                 id="build-stray-label", marks=[slow, BUILD_OUT]),
     # CIFAR-10 batches
     pytest.param(cifar(data=np.zeros((20, 3000), np.uint8)), "rows of 3072",
                  id="cifar-row-width"),

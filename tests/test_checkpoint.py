@@ -80,3 +80,36 @@ def test_data_mismatch(resnet20_digits, tmp_path):
     np.savez(f2, x_train=x, y_train=np.arange(20) % 3, x_test=x[:3], y_test=np.arange(3))
     with pytest.raises(EdgepruneError, match="10 classes"):
         data_for_model(resnet20_digits, load_dataset(f"npz:{f2}"))
+
+
+def _pickled_net(tmp_path, **attrs):
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 6 * 6, 7))
+    for k, v in attrs.items():
+        setattr(net, k, v)
+    torch.save(net, tmp_path / "net.pt")
+    return tmp_path / "net.pt"
+
+
+def test_pickled_module_input_shape_recorded_given_or_refused(tmp_path):
+    from edgeprune.checkpoint import with_input_shape
+    from edgeprune.export import export_onnx
+
+    loaded = load_model(_pickled_net(tmp_path, input_shape=(1, 8, 8)), trust_model=True)
+    assert loaded.info.input_shape == (1, 8, 8) and loaded.info.num_classes == 7
+    report = export_onnx(loaded.model, with_input_shape(loaded), tmp_path / "a.onnx")
+    assert report.max_abs_diff < 1e-4
+    bare = load_model(_pickled_net(tmp_path), trust_model=True)
+    with pytest.raises(EdgepruneError, match="records no input shape"):
+        with_input_shape(bare)
+    with pytest.raises(EdgepruneError, match="pass --input-shape"):
+        with_input_shape(bare, guess=True)  # the guess, 1×32×32, does not fit its Linear
+    assert with_input_shape(bare, "1,8,8") == (1, 8, 8)
+
+
+def test_non_finite_weights_are_refused_at_load(tmp_path):
+    state = create_model("resnet20").state_dict()
+    state["layer1.0.bn1.running_var"][3] = float("inf")
+    torch.save({"arch": "resnet20", "num_classes": 10, "state_dict": state}, tmp_path / "m.pt")
+    with pytest.raises(EdgepruneError, match=r"infinite weights \(in layer1.0.bn1.running_var\)"):
+        load_model(tmp_path / "m.pt")

@@ -97,3 +97,45 @@ def test_cifar_subset_through_npz(cifar_subset_path):
     ds = load_dataset(f"npz:{cifar_subset_path}")
     assert ds.input_shape == (3, 32, 32) and ds.class_names[0] == "airplane"
     assert len(ds.train) == 4500 and len(ds.val) == 500 and len(ds.test) == 1000
+
+
+def _npz(path, y_train, n_test=10):
+    x = np.zeros((len(y_train), 1, 8, 8), np.uint8)
+    np.savez(path, x_train=x, y_train=y_train, x_test=x[:n_test], y_test=np.arange(n_test) % 10)
+    return f"npz:{path}"
+
+
+def test_small_data_validates_every_class(tmp_path):
+    """10% of 20 images is 2: the hold-out takes one per class instead, and trains on the rest."""
+    ds = load_dataset(_npz(tmp_path / "small.npz", np.arange(20) % 10))
+    assert sorted(ds.val.y) == list(range(10)) and sorted(ds.train.y) == list(range(10))
+
+
+def test_large_data_split_is_unchanged_by_the_class_minimum(digits):
+    # The per-class minimum only acts where a class would be missing: digits keeps its split.
+    from edgeprune.data import SPLIT_SEED, _stratified_indices
+
+    y = np.concatenate([digits.train.y, digits.val.y])
+    n = round(len(y) * 0.1)
+    assert np.array_equal(_stratified_indices(y, n, SPLIT_SEED),
+                          _stratified_indices(y, n, SPLIT_SEED, min_per_class=1))
+
+
+def test_whole_float_and_column_labels_are_accepted(tmp_path):
+    y = (np.arange(40) % 10).astype(np.float32)
+    assert load_dataset(_npz(tmp_path / "f.npz", y)).num_classes == 10
+    assert load_dataset(_npz(tmp_path / "c.npz", y.astype(np.int32)[:, None])).num_classes == 10
+
+
+def test_imagefolder_classes_must_match_the_checkpoint(digits):
+    from edgeprune.checkpoint import ModelInfo, check_model_fits_data
+
+    ds = digits
+    folder = type(ds)("imagefolder:x", ds.train, ds.val, ds.test, [f"c{i}" for i in range(10)],
+                      ds.mean, ds.std)
+    info = ModelInfo("resnet20", 10, (1, 8, 8), class_names=[f"c{i}" for i in range(10)])
+    check_model_fits_data(info, folder)  # same names, same order: fine
+    info.class_names = info.class_names[::-1]
+    with pytest.raises(EdgepruneError, match="labels would be swapped"):
+        check_model_fits_data(info, folder)
+    check_model_fits_data(info, ds)  # digits numbers its classes: names are not compared

@@ -267,3 +267,70 @@ def test_report_html_and_plots_take_hostile_names(tmp_path, small_report):
     # the CLI's summary table prints the names without reading them as rich markup
     result = _report_cli(str(tmp_path), "--out", str(tmp_path / "cmp"))
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("text, message", [
+    (b'{"a": NaN}', "holds NaN"),
+    (b'{"a": -Infinity}', "holds -Infinity"),
+    (b"\xff\xfe{}", "not a report written by edgeprune"),
+    (b"[" * 100000 + b"]" * 100000, "not a report written by edgeprune"),
+    (b"[1, 2]", "report schema at (top level)"),
+])
+def test_report_refuses_a_report_json_that_is_not_ours(tmp_path, text, message):
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "report.json").write_bytes(text)
+    result = _report_cli(str(build), "--out", str(tmp_path / "cmp"))
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "cmp").exists()
+
+
+def test_report_refuses_nan_in_a_real_report(tmp_path, small_report):
+    build = _build_dir(tmp_path / "build", small_report)
+    text = (build / "report.json").read_text()
+    (build / "report.json").write_text(text.replace('"accuracy": 0.9', '"accuracy": NaN'))
+    result = _report_cli(str(build), "--out", str(tmp_path / "cmp"))
+    assert result.exit_code == 2 and "holds NaN" in result.output
+
+
+def test_engine_cli_prints_hostile_names_as_text_and_a_quoted_command(tmp_path):
+    import shlex
+
+    import edgeprune.cli  # noqa: F401
+    from edgeprune.cli.app import app
+    from typer.testing import CliRunner
+
+    (tmp_path / "m[").mkdir()  # the path reads "m[/x] ...": a closing tag to rich markup
+    onnx = conv_relu(tmp_path / "m[/x] $(touch pwned1).onnx")
+    result = CliRunner().invoke(app, ["engine", str(onnx), "--target", "jetson-xavier-nx",
+                                      "--out", str(tmp_path / "e[bold]")])
+    assert result.exit_code == 0, result.output
+    command = result.output.strip().splitlines()[-1]
+    assert shlex.split(command)[1] == "--onnx=m[/x] $(touch pwned1).onnx"
+    assert "e[bold]" in result.output
+
+
+def test_script_refuses_to_mount_a_folder_with_a_colon(tmp_path):
+    """docker -v splits at ':': "/a:/etc" would mount /a at /etc. The script stops instead."""
+    bin_dir = tmp_path / "bin"
+    _stand_in(bin_dir / "docker")
+    root = tmp_path / "x:" / "etc"
+    root.mkdir(parents=True)
+    result = make_engine(conv_relu(root / "m.onnx"), load_target("jetson-nano"), "fp16",
+                         root / "engine", build=False)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "ARGS_FILE": str(tmp_path / "args")}
+    out = subprocess.run(["bash", str(result.path)], env=env, capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 2 and "docker cannot mount" in out.stderr
+    assert not (tmp_path / "args").exists()
+
+
+def test_report_embeds_only_a_png_from_the_build_dir(tmp_path, small_report):
+    build = _build_dir(tmp_path / "build", small_report)
+    (build / "model.pt").write_bytes(b"PK\x03\x04 weights")
+    _set_mi_plot(build, "model.pt")
+    result = _report_cli(str(build), "--out", str(tmp_path / "cmp"))
+    assert result.exit_code == 2 and "is not a PNG image" in result.output
+    assert not (tmp_path / "cmp").exists()

@@ -161,7 +161,7 @@ def _from_checkpoint(path: Path, ckpt: dict) -> LoadedModel:
         model = remove_units(model, info.removed_units)
     _load_weights(path, model, state, info.arch)
     if info.input_shape:
-        _check_runs(path, model, info)
+        check_runs(path, model, info)
     return LoadedModel(model, info)
 
 
@@ -299,9 +299,10 @@ def _check_finite(path: Path, model: nn.Module) -> None:
                                  "checkpoint or retrain")
 
 
-def _check_runs(path, model: nn.Module, info: ModelInfo) -> int:
+def check_runs(path, model: nn.Module, info: ModelInfo) -> int:
     """Run the model on one zero image of its input shape; return its output width. A model
-    that cannot take the shape, or that disagrees with its class count, is refused."""
+    that cannot take the shape, or that disagrees with its class count (unless 0), is refused;
+    ``path`` names the model in the message."""
     try:
         with torch.no_grad():
             out = model.eval()(torch.zeros(1, *info.input_shape))
@@ -327,7 +328,7 @@ def _from_module(path: Path, model: nn.Module) -> LoadedModel:
     info = ModelInfo(arch=str(getattr(model, "edgeprune_arch", type(model).__name__)),
                      num_classes=fc[-1].out_features if fc else 0, input_shape=shape)
     if shape:
-        info.num_classes = _check_runs(path, model, replace(info, num_classes=0))
+        info.num_classes = check_runs(path, model, replace(info, num_classes=0))
     return LoadedModel(model, info)
 
 
@@ -350,7 +351,7 @@ def with_input_shape(loaded: LoadedModel, given: str | None = None, *,
                              "--input-shape C,H,W (e.g. 3,32,32)")
     probe = replace(info, input_shape=shape, num_classes=0)
     try:
-        width = _check_runs(info.arch, loaded.model, probe)
+        width = check_runs(info.arch, loaded.model, probe)
     except EdgepruneError as e:
         if given or info.input_shape:
             raise

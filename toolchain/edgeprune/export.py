@@ -46,6 +46,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
     """Export ``model`` (eval mode) to ``path``; raise if ORT disagrees with PyTorch."""
     import onnx
 
+    check_output_path(path)
     model = model.eval().cpu()
     dummy = torch.zeros(1, *input_shape)
     with atomic_path(path) as tmp:
@@ -76,6 +77,18 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
                                  f"(> {tolerance:.0e}); the export is wrong, please report it")
     return ExportReport(str(path), OPSET, dynamic_batch, simplified, len(graph.graph.node), diff,
                         scale, tolerance)
+
+
+def check_output_path(path: str | Path) -> None:
+    """Refuse a file path that cannot be written as a file (a folder, or under a file) before
+    any work, instead of failing at the final rename."""
+    path = Path(path)
+    if path.is_dir():
+        raise EdgepruneError(f"{path} is a folder; give the file to write, e.g. "
+                             f"{path / 'model.onnx'}")
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise EdgepruneError(f"cannot write {path}: {above} is a file, not a folder")
 
 
 def _simplify(graph):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeprune.data import Dataset
+from edgeprune.errors import EdgepruneError
 
 
 @dataclass
@@ -56,21 +57,45 @@ def train_from_scratch(arch: str, data: Dataset, config: TrainConfig,
                        progress: ProgressFn | None = None):
     """A new ``arch`` model for ``data``, initialised from ``config.seed`` (the initial weights
     too, so the same call gives the same model) and trained; returns a LoadedModel."""
-    from edgeprune.checkpoint import LoadedModel, ModelInfo
+    from edgeprune.checkpoint import LoadedModel, ModelInfo, check_runs
     from edgeprune.models import create_model
 
+    resolve_device(config.device)
     seed_everything(config.seed)
     model = create_model(arch, num_classes=data.num_classes, in_channels=data.input_shape[0])
+    info = ModelInfo(arch, data.num_classes, data.input_shape, data.mean, data.std,
+                     data.class_names)
+    check_runs(f"{arch} on {data.spec}", model, info)  # e.g. densenet121 on 8×8 digits
     train(model, data, config, progress)
-    return LoadedModel(model, ModelInfo(arch, data.num_classes, data.input_shape, data.mean,
-                                        data.std, data.class_names))
+    return LoadedModel(model, info)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``name`` as a torch device that exists here, or a clear error (before any work)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise EdgepruneError(f"--device {name!r} is not a torch device; use cpu, cuda or "
+                             "cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise EdgepruneError(f"--device {name}: this machine has {count} usable CUDA "
+                                 "GPU(s); use --device cpu" if count == 0 else
+                                 f"--device {name}: this machine has {count} CUDA GPU(s), "
+                                 f"cuda:0..cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise EdgepruneError("--device mps: no Apple GPU is available here; use --device cpu")
+    elif device.type != "cpu" and device.type not in ("cuda", "mps"):
+        raise EdgepruneError(f"--device {name}: edgeprune trains on cpu, cuda or mps")
+    return device
 
 
 def train(model: nn.Module, data: Dataset, config: TrainConfig,
           progress: ProgressFn | None = None) -> list[float]:
     """Train ``model`` in place on the train split; return the mean loss of each epoch."""
+    device = resolve_device(config.device)
     seed_everything(config.seed)
-    device = torch.device(config.device)
     model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
@@ -102,6 +127,7 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig,
 def evaluate(model: nn.Module, data: Dataset, split: str = "test", *, batch_size: int = 512,
              device: str = "cpu") -> EvalResult:
     """Top-1 accuracy and mean cross-entropy of ``model`` on a split, in eval mode."""
+    device = resolve_device(device)
     model.eval().to(device)
     correct, loss, n = 0, 0.0, 0
     for x, y in data.batches(split, batch_size):

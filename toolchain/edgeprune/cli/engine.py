@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -42,11 +43,15 @@ def engine_cmd(
     shapes = batch_shapes(onnx, batch) if batch else None
     result = make_engine(onnx, tgt, precision, out, calib_cache=calib_cache, dla_core=dla_core,
                          shapes=shapes, build=not no_build)
+    # markup=False: file names are text ("[/x]" in one is not rich markup); the command is
+    # shell-quoted, so pasting it runs trtexec and nothing else
     for line in result.plan["decisions"]:
-        console.print(f"- {line}", highlight=False)
+        console.print(f"- {line}", highlight=False, markup=False)
     if result.kind == "engine":
-        console.print(f"engine: {result.path} (versions in {out / 'engine.json'})")
+        console.print(f"engine: {result.path} (versions in {out / 'engine.json'})",
+                      markup=False)
     else:
         console.print(f"wrote {result.path}: run it on the {tgt.name} to build the engine",
-                      highlight=False)
-        console.print(" ".join(result.plan["trtexec"]), highlight=False, soft_wrap=True)
+                      highlight=False, markup=False)
+        console.print(shlex.join(result.plan["trtexec"]), highlight=False, soft_wrap=True,
+                      markup=False)

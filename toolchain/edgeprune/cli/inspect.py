@@ -15,10 +15,11 @@ from edgeprune.cli.app import command, console
 def describe(loaded, input_shape: str | None = None) -> dict:
     """The inspect report of a loaded model as a dict (what ``--json`` prints)."""
     from edgeprune.checkpoint import with_input_shape
+
+    shape = with_input_shape(loaded, input_shape, guess=True)  # before the heavy imports below
     from edgeprune.complexity import model_complexity, unit_complexity
     from edgeprune.units import list_units
 
-    shape = with_input_shape(loaded, input_shape, guess=True)
     units = list_units(loaded.model)
     sizes = unit_complexity(loaded.model, shape, units)
     total = model_complexity(loaded.model, shape)

@@ -113,6 +113,9 @@ def build_script(plan: dict) -> str:
         f"if command -v -- {_quote(trtexec)} >/dev/null 2>&1; then",
         f"  {cmd} 2>&1 | tee -- {log}",
         "else",
+        # docker -v splits its value at ':', so a folder with one would mount something else
+        """  case "$ROOT" in *:*) printf 'build_engine.sh: docker cannot mount %s (a colon """
+        """in the path); move the folder\\n' "$ROOT" >&2; exit 2 ;; esac""",
         f"  {docker} 2>&1 | tee -- {log}",
         "fi",
         f'echo "engine: $ROOT/"{_quote(plan["engine"])}',

@@ -22,6 +22,7 @@ from edgeprune.errors import EdgepruneError
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 REPORT_FILES = ("report.json", "report.md", "report.html")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MI_PLOT_NAME = "mspic.png"  # a merged report's copy of the MI plot, beside its report.json
 
 __all__ = ["merge_reports", "read_report", "validate", "write_reports"]
@@ -99,7 +100,10 @@ def _mi_plot(report: dict, out_dir: Path, plot_dirs) -> tuple[dict, bytes | None
         plot_dirs = ()
     if not path.is_file():
         return dict(report, mi_plot=None), None, False
-    return report, path.read_bytes(), bool(plot_dirs)
+    png = path.read_bytes()
+    if not png.startswith(PNG_MAGIC):  # a plot, not any other file of the build directory
+        raise EdgepruneError(f"mi_plot {name!r} is not a PNG image; refusing to embed it")
+    return report, png, bool(plot_dirs)
 
 
 def read_report(directory: Path) -> dict:
@@ -108,11 +112,19 @@ def read_report(directory: Path) -> dict:
         raise EdgepruneError(f"{path} does not exist; give build directories written by "
                              "`edgeprune build` or `edgeprune profile`")
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        report = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         raise EdgepruneError(f"{path} is not valid JSON ({e.msg}); rebuild it") from None
+    except (UnicodeDecodeError, RecursionError, ValueError) as e:
+        raise EdgepruneError(f"{path} is not a report written by edgeprune ({e}); "
+                             "rebuild it") from None
     validate(report)
     return report
+
+
+def _no_constant(name: str):
+    # Python's json reads NaN and Infinity, which no schema bound catches and no plot can draw.
+    raise ValueError(f"it holds {name}")
 
 
 def merge_reports(dirs: list[Path]) -> dict:
