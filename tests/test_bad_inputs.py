@@ -376,6 +376,161 @@ BAD_INPUTS = [
 ]
 
 
+# ---------------------------------------------------------------- the pipeline's options (core)
+
+
+def build_with(*extra, config: str | None = None, model: bool = True):
+    """``edgeprune build`` of an untrained digits checkpoint into out(tmp), with ``extra``
+    arguments and, given ``config``, an edgeprune.toml holding that text."""
+    def make(tmp):
+        args = ["build", save_model(tmp)] if model else ["build", tmp / "missing.pt"]
+        if config is not None:
+            (tmp / "edgeprune.toml").write_text(config)
+            args += ["--config", tmp / "edgeprune.toml"]
+        if "--out" not in extra and "out =" not in (config or ""):
+            args += ["--out", out(tmp)]
+        return [*args, *[a(tmp) if callable(a) else a for a in extra]]
+    return make
+
+
+def fp16_build(*extra, **kw):
+    """A build that would otherwise run (jetson-orin-nano, fp16, no pruning, no data)."""
+    return build_with("--target", "jetson-orin-nano", "--precision", "fp16", "--method", "none",
+                      *extra, **kw)
+
+
+def cmd_with_model(command, *extra):
+    def make(tmp):
+        return [command, save_model(tmp), *extra, "--out", out(tmp)]
+    return make
+
+
+def with_onnx(command, *extra):
+    def make(tmp):
+        from onnx_graphs import conv_relu
+
+        return [command, conv_relu(tmp / "m.onnx"), *extra, "--out", out(tmp)]
+    return make
+
+
+def out_is_a_file(tmp):
+    out(tmp).write_text("a file, not a folder")
+    return fp16_build()(tmp)
+
+
+def out_parent_is_a_file(tmp):
+    out(tmp).write_text("a file, not a folder")
+    return fp16_build("--out", out(tmp) / "sub")(tmp)
+
+
+def damaged_state(tmp):
+    out(tmp).mkdir()
+    (out(tmp) / "build-state.json").write_text('{"fingerprint": {"opt')
+    return fp16_build("--resume")(tmp)
+
+
+def target_file(text_change=None):
+    def make(tmp):
+        text = (REPO / "targets" / "jetson-nano.toml").read_text()
+        (tmp / "board.toml").write_text(text_change(text) if text_change else text)
+        return build_with("--target-file", tmp / "board.toml", "--precision", "fp16",
+                          "--method", "none")(tmp)
+    return make
+
+
+CORE_INPUTS = [
+    # a config file never turns on unpickling, and every value has its field's type
+    pytest.param(fp16_build(config='trust_model = "false"\n'), "trust_model cannot be set in "
+                 "a config file", id="config-trust-model-string"),
+    pytest.param(fp16_build(config="trust_model = true\n"), "trust_model cannot be set",
+                 id="config-trust-model-true", marks=slow),
+    pytest.param(build_with("--target", "jetson-orin-nano", "--data", "digits",
+                            config='[prune]\nstages = "two"\n'),
+                 "[prune] stages must be an integer, got 'two'", id="config-stages-text"),
+    pytest.param(fp16_build(config="out = 5\n"), "out must be a path (a string), got 5",
+                 id="config-out-number"),
+    pytest.param(build_with("--precision", "fp16", "--method", "none",
+                            config='target = ["jetson-nano"]\n'),
+                 "target must be a string, got ['jetson-nano']", id="config-target-list"),
+    pytest.param(fp16_build(config='measure_host = "no"\n'),
+                 "measure_host must be true or false, got 'no'", id="config-measure-host-text"),
+    pytest.param(fp16_build(config="prune = 3\n"), "prune must be a table",
+                 id="config-prune-not-a-table", marks=slow),
+    pytest.param(fp16_build(config="seed = -1\n"), "seed must be at least 0, got -1",
+                 id="config-seed-negative", marks=slow),
+    pytest.param(fp16_build(config="[prune]\nmax_error_increase = 2.0\n"),
+                 "[prune] max_error_increase must be in [0, 1], got 2.0",
+                 id="config-epsilon-range", marks=slow),
+    pytest.param(fp16_build(config="stages = 2\n"), "unknown option(s) stages",
+                 id="config-unknown-key"),
+    pytest.param(fp16_build(config="target = \n"), "is not valid TOML", id="config-not-toml",
+                 marks=slow),
+    # ranges, refused when the command starts
+    pytest.param(build_with("--target", "jetson-orin-nano", "--data", "digits",
+                            "--max-error-increase", "1.5"),
+                 "--max-error-increase must be in [0, 1], got 1.5", id="epsilon-above-1"),
+    pytest.param(cmd_with_model("prune", "--data", "digits", "--max-error-increase", "-0.1"),
+                 "--max-error-increase must be in [0, 1], got -0.1", id="prune-epsilon-negative",
+                 marks=slow),
+    pytest.param(fp16_build("--fps", "0"), "--fps must be greater than 0, got 0.0",
+                 id="fps-zero"),
+    pytest.param(fp16_build("--seed", "-1"), "--seed must be at least 0, got -1",
+                 id="build-seed-negative"),
+    pytest.param(lambda tmp: ["train", "--arch", "resnet20", "--data", "digits", "--seed", "-1",
+                              "--out", out(tmp)], "--seed must be at least 0", id="train-seed",
+                 marks=slow),
+    pytest.param(lambda tmp: ["train", "--arch", "resnet20", "--data", "digits", "--epochs",
+                              "0", "--out", out(tmp)], "--epochs must be at least 1, got 0",
+                 id="train-epochs-zero"),
+    pytest.param(build_with("--target", "jetson-orin-nano", "--data", "digits", "--stages",
+                            "-1"), "--stages must be at least 1, got -1", id="stages-negative"),
+    pytest.param(build_with("--target", "jetson-orin-nano", "--data", "digits",
+                            "--finetune-epochs", "-2"), "--finetune-epochs must be at least 0",
+                 id="finetune-epochs-negative", marks=slow),
+    pytest.param(build_with("--target", "jetson-orin-nano", "--data", "digits", "--samples",
+                            "-5"), "--samples must be at least 2, got -5",
+                 id="samples-negative", marks=slow),
+    pytest.param(cmd_with_model("quantize", "--precision", "int8", "--data", "digits",
+                                "--calibration-samples", "-5"),
+                 "--calibration-samples must be at least 1, got -5",
+                 id="calibration-samples-negative"),
+    pytest.param(with_onnx("engine", "--target", "jetson-xavier-nx", "--dla-core", "-1"),
+                 "--dla-core must be at least 0", id="engine-dla-core-negative", marks=slow),
+    pytest.param(with_onnx("profile", "--target", "host-cpu", "--batch", "0"),
+                 "--batch must be at least 1, got 0", id="profile-batch-zero", marks=slow),
+    # names: precision, method, target (a name from targets/, or an explicit --target-file)
+    pytest.param(fp16_build("--precision", "int4"), "unknown precision 'int4'",
+                 id="precision-unknown"),
+    pytest.param(build_with("--target", "jetson-orin-nano", "--method", "prune-all"),
+                 "unknown pruning method 'prune-all'", id="method-unknown", marks=slow),
+    pytest.param(build_with("--target", "jetson-orin-nano", "--method", "none", "--precision",
+                            "int8"), "--precision int8 needs data", id="int8-without-data"),
+    pytest.param(build_with("--precision", "fp16", "--method", "none"), "no target given",
+                 id="target-missing", marks=slow),
+    pytest.param(build_with("--target", "../../../tmp/x", "--method", "none"),
+                 "unknown target '../../../tmp/x'", id="target-is-a-path"),
+    pytest.param(lambda tmp: fp16_build("--target-file", tmp / "none.toml")(tmp),
+                 "--target NAME or --target-file PATH, not both", id="target-and-target-file",
+                 marks=slow),
+    pytest.param(target_file(lambda t: t.replace("cuda_cores = 128", "cuda_cores = -1")),
+                 "gpu.cuda_cores", id="target-file-breaks-schema"),
+    pytest.param(target_file(lambda t: t + "\n[[["), "is not valid TOML",
+                 id="target-file-not-toml", marks=slow),
+    # the flag an error suggests is one the command has
+    pytest.param(with_onnx("engine", "--target", "jetson-nano", "--precision", "int8"),
+                 "or pass --allow-emulated", id="engine-int8-on-nano"),
+    pytest.param(cmd_with_model("quantize", "--precision", "int8", "--data", "digits",
+                                "--target", "jetson-nano"), "or pass --allow-emulated",
+                 id="quantize-int8-on-nano", marks=slow),
+    # the build directory
+    pytest.param(out_is_a_file, "is an existing file", id="out-is-a-file"),
+    pytest.param(out_parent_is_a_file, "is a file, not a directory", id="out-parent-is-a-file"),
+    pytest.param(damaged_state, "build-state.json is damaged", id="resume-damaged-state"),
+    pytest.param(fp16_build(model=False), "does not exist", id="build-model-missing", marks=slow),
+]
+BAD_INPUTS += CORE_INPUTS
+
+
 # ---------------------------------------------------------------- the test
 
 
@@ -400,3 +555,21 @@ def test_bad_input(build, match, launched, request):
     assert len(lines) == 1 and lines[0].strip(), result.stderr
     assert match in lines[0]
     assert after == before, "the failed command changed its --out path"
+    assert_flags_exist(lines[0], result.args)
+
+
+def assert_flags_exist(message: str, argv: list[str]) -> None:
+    """Every --flag an error suggests is one the failing command has (backticked commands
+    name their own flags)."""
+    import re
+
+    import edgeprune.cli  # noqa: F401  (registers the commands)
+    from edgeprune.cli.app import app
+    from typer.testing import CliRunner
+
+    command = argv[argv.index("edgeprune") + 1]
+    flags = set(re.findall(r"--[a-z][a-z-]*", re.sub(r"`[^`]*`", "", message)))
+    if flags:
+        helptext = CliRunner().invoke(app, [command, "--help"], terminal_width=200).output
+        missing = sorted(f for f in flags if f not in helptext)
+        assert not missing, f"{command} has no {missing}, but its error names them"

@@ -3,9 +3,10 @@
 import numpy as np
 import onnx
 import pytest
-from edgeprune.compat import check_onnx, list_op_files, load_op_list
+from edgeprune.compat import check_onnx
 from edgeprune.errors import EdgepruneError
 from edgeprune.targets import list_targets, load_target
+from edgeprune.tensorrt_caps import list_op_files, load_op_list
 from onnx import helper
 from onnx_graphs import conv_relu, qdq_conv, save
 

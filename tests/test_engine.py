@@ -10,11 +10,13 @@ import subprocess
 import numpy as np
 import pytest
 from edgeprune.engine import make_engine
-from edgeprune.engine.builder import trtexec_version
 from edgeprune.engine.plan import batch_shapes
 from edgeprune.engine.trtexec import trtexec_command
 from edgeprune.errors import EdgepruneError
-from edgeprune.targets import list_targets, load_target, parse_version
+from edgeprune.precision import check_precision
+from edgeprune.targets import list_targets, load_target
+from edgeprune.tensorrt_caps import parse_version
+from edgeprune.tensorrt_caps import version_from_log as trtexec_version
 from onnx_graphs import conv_relu, qdq_conv
 
 JETSONS = [n for n in list_targets() if load_target(n).runtime == "tensorrt"]
@@ -67,7 +69,7 @@ def test_xavier_tensorrt_8_5_int8_routes(tmp_path):
 
 def test_refusals_are_clear(tmp_path):
     with pytest.raises(EdgepruneError, match="jetson-nano does not run int8.*fp32, fp16"):
-        _engine(tmp_path, "jetson-nano", "int8")
+        check_precision(load_target("jetson-nano"), "int8")
     with pytest.raises(EdgepruneError, match="jetson-nano has 0 DLA cores"):
         _engine(tmp_path, "jetson-nano", "fp16", dla_core=0)
     with pytest.raises(EdgepruneError, match="DLA runs fp16, int8 only, not fp32"):

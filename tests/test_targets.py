@@ -6,14 +6,9 @@ import re
 
 import pytest
 from edgeprune.errors import EdgepruneError
-from edgeprune.targets import (
-    list_targets,
-    load_target,
-    parse_version,
-    resolve_precision,
-    tensorrt_version,
-    validate_target,
-)
+from edgeprune.precision import resolve_precision
+from edgeprune.targets import list_targets, load_target, load_target_file, validate_target
+from edgeprune.tensorrt_caps import for_target, parse_version
 
 JETSONS = ["jetson-nano", "jetson-tx2", "jetson-xavier-nx", "jetson-agx-xavier",
            "jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin"]
@@ -66,7 +61,7 @@ def test_int8_only_on_tensor_core_gpus(name):
 @pytest.mark.parametrize("name", JETSONS)
 def test_software_stack_matches_its_container(name):
     sw = load_target(name).section("software")
-    trt = tensorrt_version(load_target(name))
+    trt = for_target(load_target(name)).version
     l4t_major = int(sw["l4t"][1:].split(".")[0])
     assert {32: (8, 2), 35: (8, 5), 36: (10, 3)}[l4t_major] == trt[:2]
     tag = sw["container"].split(":")[1]
@@ -88,7 +83,7 @@ def test_the_marks_of_jetson_md_are_kept():
 def test_nano_int8_is_refused_with_its_precisions():
     with pytest.raises(EdgepruneError, match="jetson-nano does not run int8.*fp32, fp16"):
         resolve_precision(load_target("jetson-nano"), "int8")
-    assert resolve_precision(load_target("jetson-agx-orin"), "auto") == "int8"
+    assert resolve_precision(load_target("jetson-agx-orin"), "auto").precision == "int8"
 
 
 def test_schema_names_the_bad_field():
@@ -114,7 +109,7 @@ def test_host_kind_needs_cpu_not_gpu():
     raw["cpu"] = {"cores": 2, "clock_ghz": 2.6}
     validate_target(raw)
     with pytest.raises(EdgepruneError, match="not TensorRT"):
-        tensorrt_version(load_target("host-cpu"))
+        for_target(load_target("host-cpu"))
 
 
 def test_a_broken_target_file_is_a_one_line_error(tmp_path, monkeypatch):
@@ -124,3 +119,24 @@ def test_a_broken_target_file_is_a_one_line_error(tmp_path, monkeypatch):
     with pytest.raises(EdgepruneError, match="my-board.toml: gpu: 'cuda_cores'") as e:
         load_target("my-board")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["../../../tmp/x", "/etc/passwd", "jetson-nano.toml",
+                                  "targets/jetson-nano", ".", ""])
+def test_target_is_a_name_never_a_path(name, tmp_path):
+    (tmp_path / "x.toml").write_text(load_target("jetson-nano").path.read_text())
+    with pytest.raises(EdgepruneError, match="unknown target"):
+        load_target(name)
+
+
+def test_target_file_is_checked_against_the_schema(tmp_path):
+    good = tmp_path / "board.toml"
+    good.write_text(load_target("jetson-nano").path.read_text().replace('"jetson-nano"',
+                                                                        '"my-board"'))
+    assert load_target_file(good).name == "my-board"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.read_text().replace("cuda_cores = 128", "cuda_cores = -1"))
+    with pytest.raises(EdgepruneError, match="gpu.cuda_cores"):
+        load_target_file(bad)
+    with pytest.raises(EdgepruneError, match="does not exist"):
+        load_target_file(tmp_path / "none.toml")

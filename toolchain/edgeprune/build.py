@@ -1,11 +1,15 @@
-"""``edgeprune build``: the whole pipeline for one target, stage by stage.
+"""The pipeline: ``edgeprune build``, ``quantize`` and ``profile`` all run these stages.
 
     load → prune → export → quantize → check → engine → profile → report
 
-Each stage is a small function that reads the previous stages' artifacts from the build directory
-and writes its own; what it decided goes into ``build-state.json``. A finished stage is recorded
-there, so ``resume=True`` continues an interrupted build from the first unfinished stage (the
-options must be the same: they are part of the state).
+Each stage is a function of the context (the config, the target, the build directory and the
+typed results of the stages before it) to its own typed result; what it decided is recorded in
+``build-state.json``, from which a stage result is read back as the same dataclass. A command
+picks which stages run (``stages``), and ``stop_after`` ends a run early. ``resume=True``
+continues an interrupted build from its first unfinished stage, but only with the same options,
+the same model file content and the same data (all three are fingerprinted), and refuses naming
+what differs. Decisions are made once: the precision in ``load`` (against the target), the
+TensorRT compatibility in ``check`` (the engine plan takes that report).
 """
 
 from __future__ import annotations
@@ -15,24 +19,36 @@ import json
 import platform
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edgeprune import __version__
 from edgeprune.atomic import write_json
+from edgeprune.builddir import BuildDir
+from edgeprune.compat import CompatReport
 from edgeprune.errors import EdgepruneError
+from edgeprune.precision import Resolution
 
-STATE_FILE = "build-state.json"
 METHODS = ("mspic", "random", "l1", "none")
+STATE_FILE = BuildDir.STATE
+
+
+@dataclass
+class EngineOptions:
+    """The ``[engine]`` options of a build."""
+
+    dla_core: int | None = None
 
 
 @dataclass
 class BuildConfig:
     """Everything ``edgeprune build`` was asked to do. ``prune``, ``quantize`` and ``engine``
-    hold overrides of those stages' own configs (field name -> value)."""
+    hold overrides of those stages' own configs (field name -> value). ``trust_model`` comes
+    from the command line only, never from a config file (see FILE_KEYS)."""
 
-    target: str
+    target: str | None
     model: Path
+    target_file: Path | None = None
     data: str | None = None
     out: Path = Path("out")
     precision: str = "auto"
@@ -46,33 +62,215 @@ class BuildConfig:
     quantize: dict = field(default_factory=dict)
     engine: dict = field(default_factory=dict)
 
-    def fingerprint(self) -> str:
-        d = asdict(self)
-        d["model"] = str(Path(self.model).resolve())
-        d.pop("out")
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    def options(self) -> dict:
+        """What changes the build's results, as plain JSON values (the resume fingerprint)."""
+        d = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        for k in ("out", "model", "trust_model", "measure_host"):
+            d.pop(k)
+        return d
+
+    def validate(self) -> None:
+        """Every check that needs no file: types, names and ranges. Raises one-line errors."""
+        from edgeprune.config import check_range, check_type, field_types
+        from edgeprune.precision import AUTO, get_precision
+
+        types = field_types(BuildConfig)
+        for f in fields(self):
+            check_type(getattr(self, f.name), types[f.name], f.name)
+        if self.method not in METHODS:
+            raise EdgepruneError(f"unknown pruning method {self.method!r}; choose one of: "
+                                 f"{', '.join(METHODS)}")
+        if self.precision != AUTO:
+            get_precision(self.precision)
+        check_range("seed", self.seed, "seed")
+        check_range("fps", self.fps, "fps")
+        self.prune_config()
+        self.quantize_config()
+        self.engine_options()
+
+    def prune_config(self):
+        from edgeprune.config import checked_overrides
+        from edgeprune.prune import PruneConfig
+
+        config = checked_overrides(PruneConfig(), self.prune, "[prune]")
+        config = checked_overrides(config, {"method": self.method if self.method != "none"
+                                            else "mspic", "seed": self.seed, "resume": True},
+                                   "")
+        config.validate()
+        return config
+
+    def quantize_config(self):
+        from edgeprune.config import checked_overrides
+        from edgeprune.quantize import QuantizeConfig
+
+        config = checked_overrides(QuantizeConfig(seed=self.seed), self.quantize, "[quantize]")
+        _check_quantize(config)
+        return config
+
+    def engine_options(self) -> EngineOptions:
+        from edgeprune.config import checked_overrides
+
+        return checked_overrides(EngineOptions(), self.engine, "[engine]")
+
+
+def _check_quantize(config) -> None:
+    """Names in the quantize options that would only fail at the quantize stage, checked now."""
+    from edgeprune.quantize.calibration import METHODS, load_recipe
+    from edgeprune.quantize.int8 import FLAVOURS
+
+    if config.int8_flavour != "auto" and config.int8_flavour not in FLAVOURS:
+        raise EdgepruneError(f"unknown int8 flavour {config.int8_flavour!r}; choose one of: "
+                             f"auto, {', '.join(FLAVOURS)}")
+    if config.calibration_method is not None and config.calibration_method not in METHODS:
+        raise EdgepruneError(f"unknown calibration method {config.calibration_method!r}; choose "
+                             f"one of: {', '.join(METHODS)}")
+    if config.recipe is not None:
+        load_recipe(config.recipe).with_overrides(
+            samples=config.calibration_samples, method=config.calibration_method,
+            percentile=config.percentile)
+
+
+# Top-level keys a config file may set: never trust_model (unpickling runs code), never model.
+FILE_KEYS = ("target", "target_file", "data", "out", "precision", "method", "allow_emulated",
+             "seed", "measure_host", "fps")
+FILE_TABLES = ("prune", "quantize", "engine")
+
+
+# ---------------------------------------------------------------- stage results
+
+
+@dataclass
+class Loaded:
+    arch: str
+    input_shape: list[int]
+    params: int
+    macs: int
+    accuracy: float | None
+    resolution: Resolution
+
+    @property
+    def precision(self) -> str:
+        return self.resolution.precision
+
+
+@dataclass
+class Pruned:
+    method: str
+    checkpoint: str | None  # the pruned checkpoint in the build directory; None: not pruned
+    summary: dict | None
+
+
+@dataclass
+class Exported:
+    original_onnx: str
+    original: dict            # the export report
+    pruned_onnx: str | None = None
+    pruned: dict | None = None
+    pruned_accuracy: float | None = None
+
+    @property
+    def model_onnx(self) -> str:
+        """The fp32 graph later stages build from."""
+        return self.pruned_onnx or self.original_onnx
+
+
+@dataclass
+class Quantized:
+    precision: str
+    onnx: str
+    flavour: str | None = None
+    accuracy: float | None = None
+    fp32_accuracy: float | None = None
+    calibration_cache: str | None = None
+    summary: dict | None = None
+
+
+@dataclass
+class Checked:
+    skipped: str | None = None
+    onnx: str | None = None
+    engine_precision: str | None = None
+    report: CompatReport | None = None
+
+
+@dataclass
+class EnginePlan:
+    skipped: str | None = None
+    kind: str | None = None   # engine | script
+    path: str | None = None
+    plan: dict | None = None
+
+
+@dataclass
+class Profiled:
+    variants: list[dict]
+
+
+@dataclass
+class Reported:
+    files: list[str]
+
+
+RESULT_TYPES = {"load": Loaded, "prune": Pruned, "export": Exported, "quantize": Quantized,
+                "check": Checked, "engine": EnginePlan, "profile": Profiled, "report": Reported}
+_NESTED = {(Loaded, "resolution"): Resolution, (Checked, "report"): CompatReport}
+
+
+def result_to_dict(result) -> dict:
+    return asdict(result)
+
+
+def result_from_dict(stage: str, d: dict):
+    cls = RESULT_TYPES[stage]
+    kwargs = {}
+    for f in fields(cls):
+        value = d[f.name]
+        nested = _NESTED.get((cls, f.name))
+        kwargs[f.name] = nested.from_dict(value) if nested and value is not None else value
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------- state
+
+
+@dataclass
+class BuildState:
+    fingerprint: dict
+    target: str
+    done: list[str] = field(default_factory=list)
+    results: dict = field(default_factory=dict)  # stage name -> its result dataclass
+
+    def to_dict(self) -> dict:
+        return {"fingerprint": self.fingerprint, "target": self.target, "done": self.done,
+                "results": {k: result_to_dict(v) for k, v in self.results.items()}}
+
+    @classmethod
+    def read(cls, path: Path) -> BuildState:
+        """The state of an earlier run; a damaged file is a one-line error."""
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            return cls(d["fingerprint"], d["target"], list(d["done"]),
+                       {k: result_from_dict(k, v) for k, v in d["results"].items()})
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+            raise EdgepruneError(f"{path} is damaged; rerun the build without --resume to start "
+                                 "over") from None
 
 
 @dataclass
 class Context:
-    """What the stages share: the config, the target, the data, and the recorded results."""
+    """What the stages share: the config, the target, the build directory, the results."""
 
     cfg: BuildConfig
-    out: Path
+    out: BuildDir
+    target: object
     log: Callable[[str], None]
-    state: dict
+    state: BuildState
     progress: object = None  # a rich Progress shared by the stages, or None
+    describe: dict = field(default_factory=dict)  # profile: name, precision, engine, batch
     _cache: dict = field(default_factory=dict)
 
-    @property
-    def results(self) -> dict:
-        return self.state["results"]
-
-    @property
-    def target(self):
-        from edgeprune.targets import load_target
-
-        return load_target(self.cfg.target)
+    def result(self, stage: str):
+        return self.state.results.get(stage)
 
     def original(self):
         if "original" not in self._cache:
@@ -82,9 +280,13 @@ class Context:
         return self._cache["original"]
 
     def pruned(self):
+        """The model later stages take: the pruned checkpoint, or the original when not pruned."""
+        pruned = self.result("prune")
+        if pruned is None or pruned.checkpoint is None:
+            return self.original()
         from edgeprune.checkpoint import load_model
 
-        return load_model(self.out / "pruned.pt")
+        return load_model(self.out.resolve(pruned.checkpoint))
 
     def data(self):
         """The data set, checked against the model and normalised as it was trained."""
@@ -98,52 +300,67 @@ class Context:
         return self._cache["data"]
 
     def save(self) -> None:
-        write_json(self.out / STATE_FILE, self.state)
+        write_json(self.out.state, self.state.to_dict())
 
 
 # ---------------------------------------------------------------- stages
 
 
-def stage_load(ctx: Context) -> dict:
+def stage_load(ctx: Context) -> Loaded:
     from edgeprune.complexity import model_complexity
-    from edgeprune.targets import resolve_precision
     from edgeprune.train import evaluate
 
     cfg = ctx.cfg
-    if cfg.method not in METHODS:
-        raise EdgepruneError(f"unknown pruning method {cfg.method!r}; choose one of: "
-                             f"{', '.join(METHODS)}")
-    precision = resolve_precision(ctx.target, cfg.precision, allow_emulated=cfg.allow_emulated)
     loaded = ctx.original()
     data = ctx.data()
-    if data is None and (cfg.method != "none" or precision in ("int8", "binary")):
-        raise EdgepruneError(f"--method {cfg.method} and --precision {precision} need data: pass "
-                             "--data SPEC (or --method none --precision fp16|fp32)")
+    if data is None and cfg.method != "none":
+        raise EdgepruneError(f"--method {cfg.method} needs data: pass --data SPEC (or --method "
+                             "none)")
     if loaded.info.input_shape is None:
         raise EdgepruneError(f"{cfg.model} does not record its input shape; pass --data so "
                              "edgeprune can take it from the data set")
+    resolution = _resolve(ctx, loaded, data is not None)
     size = model_complexity(loaded.model, tuple(loaded.info.input_shape))
     acc = evaluate(loaded.model, data, "test").accuracy if data is not None else None
     ctx.log(f"loaded {loaded.info.arch}: {size.params:,} params, {size.macs:,} MACs"
             + (f", test accuracy {acc:.2%}" if acc is not None else ""))
-    return {"precision": precision, "arch": loaded.info.arch,
-            "input_shape": list(loaded.info.input_shape), "params": size.params,
-            "macs": size.macs, "accuracy": acc}
+    ctx.log(f"precision {resolution.precision}: {resolution.reason}")
+    return Loaded(loaded.info.arch, list(loaded.info.input_shape), size.params, size.macs, acc,
+                  resolution)
 
 
-def stage_prune(ctx: Context) -> dict:
-    from edgeprune.checkpoint import save_checkpoint
+def _resolve(ctx: Context, loaded, has_data: bool) -> Resolution:
+    """The build's precision, decided here once. ``auto`` exports the model to a scratch file
+    and asks the target's latency estimate about each precision the target runs."""
+    from edgeprune.precision import estimate_precisions, resolve_precision
 
-    loaded = ctx.original()
+    cfg = ctx.cfg
+    if ctx.describe:  # profile: the precision the model runs at, as given; not a build choice
+        return Resolution(cfg.precision, cfg.precision, ctx.target.name, reason="as given")
+
+    def estimate(candidates: list[str]) -> dict:
+        from edgeprune.export import export_onnx
+
+        ctx.out.work.mkdir(parents=True, exist_ok=True)
+        scratch = ctx.out.work / "auto.onnx"
+        export_onnx(loaded.model, tuple(loaded.info.input_shape), scratch)
+        try:
+            return estimate_precisions(scratch, ctx.target, candidates, ctx.out.work)
+        finally:
+            scratch.unlink(missing_ok=True)
+
+    return resolve_precision(ctx.target, cfg.precision, allow_emulated=cfg.allow_emulated,
+                             has_data=has_data, estimate=estimate)
+
+
+def stage_prune(ctx: Context) -> Pruned:
     if ctx.cfg.method == "none":
-        save_checkpoint(ctx.out / "pruned.pt", loaded.model, loaded.info)
-        ctx.log("pruning skipped (--method none)")
-        return {"summary": None}
-    from edgeprune.prune import PruneConfig, prune_model
+        ctx.log("pruning skipped (--method none): later stages take the model as it is")
+        return Pruned("none", None, None)
+    from edgeprune.prune import prune_model
 
-    config = _configure(PruneConfig(), {"method": ctx.cfg.method, "seed": ctx.cfg.seed,
-                                        "resume": True, **ctx.cfg.prune}, "prune")
-    result = prune_model(loaded, ctx.data(), config, ctx.out, progress=ctx.progress)
+    result = prune_model(ctx.original(), ctx.data(), ctx.cfg.prune_config(), ctx.out.root,
+                         progress=ctx.progress)
     s = {**result.summary, "stage_log": [
         {"stage": r["stage"] + 1, "units": f"{r['units_before']} → {r['units_after']}",
          "removed": len(r["removed"]), "params_after": r["params_after"],
@@ -152,185 +369,351 @@ def stage_prune(ctx: Context) -> dict:
         for r in result.record["stages"]]}
     ctx.log(f"pruned with {s['method']}: {s['units_before']} → {s['units_after']} units, "
             f"{s['params_before']:,} → {s['params_after']:,} params")
-    return {"summary": s}
+    return Pruned(ctx.cfg.method, ctx.out.rel(result.path), s)
 
 
-def stage_export(ctx: Context) -> dict:
+def stage_export(ctx: Context) -> Exported:
+    """The original model, and the pruned one when there is one (a model not pruned is exported
+    once, as model.onnx)."""
     from edgeprune.export import export_onnx
 
-    shape = tuple(ctx.results["load"]["input_shape"])
-    original = export_onnx(ctx.original().model, shape, ctx.out / "original.onnx")
-    pruned_model = ctx.pruned().model
-    pruned = export_onnx(pruned_model, shape, ctx.out / "model.onnx")
-    ctx.log(f"exported model.onnx (opset {pruned.opset}, {pruned.nodes} nodes, "
-            f"max |ORT − PyTorch| = {pruned.max_abs_diff:.1e})")
+    shape = tuple(ctx.result("load").input_shape)
+    pruned = ctx.result("prune")
+    if pruned is None or pruned.checkpoint is None:
+        rep = export_onnx(ctx.original().model, shape, ctx.out / BuildDir.MODEL_ONNX)
+        ctx.log(f"exported {BuildDir.MODEL_ONNX} (opset {rep.opset}, {rep.nodes} nodes, "
+                f"max |ORT − PyTorch| = {rep.max_abs_diff:.1e})")
+        return Exported(BuildDir.MODEL_ONNX, rep.to_dict())
+    original = export_onnx(ctx.original().model, shape, ctx.out / BuildDir.ORIGINAL_ONNX)
+    model = ctx.pruned().model
+    rep = export_onnx(model, shape, ctx.out / BuildDir.MODEL_ONNX)
+    ctx.log(f"exported {BuildDir.MODEL_ONNX} (opset {rep.opset}, {rep.nodes} nodes, "
+            f"max |ORT − PyTorch| = {rep.max_abs_diff:.1e})")
     acc = None
     if ctx.data() is not None:
         from edgeprune.train import evaluate
 
-        acc = evaluate(pruned_model, ctx.data(), "test").accuracy
-    return {"original": original.to_dict(), "pruned": pruned.to_dict(), "pruned_accuracy": acc}
+        acc = evaluate(model, ctx.data(), "test").accuracy
+    return Exported(BuildDir.ORIGINAL_ONNX, original.to_dict(), BuildDir.MODEL_ONNX,
+                    rep.to_dict(), acc)
 
 
-def stage_quantize(ctx: Context) -> dict:
-    precision = ctx.results["load"]["precision"]
+def stage_quantize(ctx: Context) -> Quantized:
+    precision = ctx.result("load").precision
+    fp32 = ctx.result("export").model_onnx
     if precision == "fp32":
-        return {"precision": "fp32", "onnx": "model.onnx", "summary": None}
-    from edgeprune.quantize import QuantizeConfig, quantize_model
+        return Quantized("fp32", fp32)
+    from edgeprune.quantize import quantize_model
 
-    config = _configure(QuantizeConfig(), {"seed": ctx.cfg.seed, **ctx.cfg.quantize}, "quantize")
-    data = ctx.data()
-    result = quantize_model(ctx.pruned(), ctx.out / "model.onnx", data, precision, ctx.target,
-                            ctx.out, config, progress=ctx.progress)
+    result = quantize_model(ctx.pruned(), ctx.out / fp32, ctx.data(), precision, ctx.target,
+                            ctx.out.root, ctx.cfg.quantize_config(), progress=ctx.progress)
     acc = f", accuracy {result.accuracy:.2%}" if result.accuracy is not None else ""
-    ctx.log(f"quantized to {precision} ({result.flavour}): {Path(result.onnx_path).name}{acc}")
-    return {"precision": precision, "onnx": Path(result.onnx_path).name,
-            "flavour": result.flavour, "accuracy": result.accuracy,
-            "fp32_accuracy": result.fp32_accuracy,
-            "calibration_cache": (Path(result.calibration_cache).name
-                                  if result.calibration_cache else None),
-            "summary": result.summary}
+    ctx.log(f"quantized to {precision}" + (f" ({result.flavour})" if result.flavour else "")
+            + f": {Path(result.onnx_path).name}{acc}")
+    return Quantized(precision, ctx.out.rel(result.onnx_path), result.flavour, result.accuracy,
+                     result.fp32_accuracy,
+                     ctx.out.rel(result.calibration_cache) if result.calibration_cache else None,
+                     result.summary)
 
 
-def _engine_onnx(ctx: Context) -> tuple[str, str]:
-    """The ONNX the engine is built from, and the precision it is built at.
+def _engine_input(ctx: Context) -> tuple[str, str]:
+    """The ONNX the engine is built from, and the precision it is built at: TensorRT takes fp16
+    as a builder flag on the fp32 graph, int8 from the QDQ graph; binary runs on float kernels."""
+    from edgeprune.precision import get_precision
 
-    TensorRT takes fp16 as a builder flag on the fp32 graph, int8 from the QDQ graph; the binary
-    model runs with float kernels (its 1-bit form is a storage format).
-    """
-    q = ctx.results["quantize"]
-    precision = q["precision"]
-    if precision == "fp16":
-        return "model.onnx", "fp16"
-    if precision == "binary":
-        return q["onnx"], "fp16" if "fp16" in ctx.target.fast_precisions else "fp32"
-    return q["onnx"], precision
+    q = ctx.result("quantize")
+    spec = get_precision(q.precision)
+    onnx = ctx.result("export").model_onnx if spec.name == "fp16" else q.onnx
+    return onnx, spec.engine_precision(ctx.target)
 
 
-def stage_check(ctx: Context) -> dict:
+def stage_check(ctx: Context) -> Checked:
     if ctx.target.runtime != "tensorrt":
-        return {"skipped": f"{ctx.target.name} runs ONNX Runtime, not TensorRT"}
+        return Checked(skipped=f"{ctx.target.name} runs ONNX Runtime, not TensorRT")
     from edgeprune.compat import check_onnx
 
-    onnx_name, precision = _engine_onnx(ctx)
+    onnx_name, precision = _engine_input(ctx)
     report = check_onnx(ctx.out / onnx_name, ctx.target, precision)
-    ctx.log(f"TensorRT {ctx.target.section('software').get('tensorrt')} compatibility: "
-            f"{onnx_name} passes")
-    return {"onnx": onnx_name, "precision": precision, "report": _as_dict(report)}
+    ctx.log(f"TensorRT {report.tensorrt} compatibility: {onnx_name} passes")
+    return Checked(None, onnx_name, precision, report)
 
 
-def stage_engine(ctx: Context) -> dict:
-    if ctx.target.runtime != "tensorrt":
-        return {"skipped": f"{ctx.target.name} runs ONNX Runtime: no engine to build"}
+def stage_engine(ctx: Context) -> EnginePlan:
+    check = ctx.result("check")
+    if check.skipped:
+        return EnginePlan(skipped=f"{ctx.target.name} runs ONNX Runtime: no engine to build")
     from edgeprune.engine import make_engine
 
-    onnx_name, precision = _engine_onnx(ctx)
-    cache = ctx.results["quantize"].get("calibration_cache")
-    result = make_engine(ctx.out / onnx_name, ctx.target, precision, ctx.out / "engine",
-                         calib_cache=ctx.out / cache if cache else None,
-                         dla_core=ctx.cfg.engine.get("dla_core"))
+    cache = ctx.result("quantize").calibration_cache
+    result = make_engine(ctx.out / check.onnx, ctx.target, check.engine_precision,
+                         ctx.out.engine, calib_cache=ctx.out / cache if cache else None,
+                         dla_core=ctx.cfg.engine_options().dla_core, compat=check.report)
     where = "engine" if result.kind == "engine" else "build script for the device"
-    ctx.log(f"wrote the {where}: {Path(result.path).relative_to(ctx.out)}")
-    return {"kind": result.kind, "path": str(Path(result.path).relative_to(ctx.out)),
-            "plan": result.plan}
+    ctx.log(f"wrote the {where}: {ctx.out.rel(result.path)}")
+    return EnginePlan(None, result.kind, ctx.out.rel(result.path), result.plan)
 
 
-def stage_profile(ctx: Context) -> dict:
+@dataclass
+class Variant:
+    name: str
+    precision: str
+    onnx: Path
+    accuracy: float | None = None
+    params: int | None = None
+
+
+def variants(ctx: Context) -> list[Variant]:
+    """What the report compares: the original, the pruned model if any, and the model at the
+    build's precision if it is not fp32; named for what they are."""
+    if ctx.describe:
+        return [_described(ctx)]
+    load, pruned, exported = ctx.result("load"), ctx.result("prune"), ctx.result("export")
+    q = ctx.result("quantize")
+    out = [Variant("original", "fp32", ctx.out / exported.original_onnx, load.accuracy)]
+    base, base_acc = "original", load.accuracy
+    if pruned is not None and pruned.checkpoint is not None:
+        out.append(Variant("pruned", "fp32", ctx.out / exported.pruned_onnx,
+                           exported.pruned_accuracy))
+        base = "pruned"
+    if q is not None and q.precision != "fp32":
+        out.append(Variant(f"{base}-{q.precision}", q.precision, ctx.out.resolve(q.onnx),
+                           q.accuracy if q.accuracy is not None else base_acc))
+    return out
+
+
+def _described(ctx: Context) -> Variant:
+    """``edgeprune profile``: the one artifact it was given."""
+    d = ctx.describe
+    load, exported = ctx.result("load"), ctx.result("export")
+    onnx = ctx.out / exported.model_onnx if exported else Path(d["onnx"])
+    return Variant(d["name"], d["precision"] or load.precision, onnx,
+                   d.get("accuracy", load.accuracy if load else None),
+                   load.params if load else None)
+
+
+def stage_profile(ctx: Context) -> Profiled:
     from edgeprune.profile import profile_variant
 
-    r = ctx.results
-    target, fps = ctx.target, ctx.cfg.fps
-    pruning = r["prune"]["summary"]
-    q = r["quantize"]
-    variants = [("original", "fp32", "original.onnx", r["load"]["accuracy"])]
-    if pruning is not None:
-        variants.append(("pruned", "fp32", "model.onnx", r["export"]["pruned_accuracy"]))
-    if q["precision"] != "fp32":
-        variants.append((f"pruned-{q['precision']}", q["precision"], q["onnx"], q["accuracy"]))
     rows = []
-    for name, precision, onnx_name, acc in variants:
-        rows.append(profile_variant(ctx.out / onnx_name, target, name=name, precision=precision,
-                                    accuracy=acc, measure_host=ctx.cfg.measure_host, fps=fps))
-        ctx.log(f"profiled {name} ({precision})")
-    return {"variants": rows}
+    for v in variants(ctx):
+        rows.append(profile_variant(v.onnx, ctx.target, name=v.name, precision=v.precision,
+                                    accuracy=v.accuracy, params=v.params,
+                                    measure_host=ctx.cfg.measure_host, fps=ctx.cfg.fps,
+                                    batch=ctx.describe.get("batch", 1),
+                                    engine_profile=ctx.describe.get("engine_profile")))
+        ctx.log(f"profiled {v.name} ({v.precision})")
+    return Profiled(rows)
 
 
-def stage_report(ctx: Context) -> dict:
-    from edgeprune.report import write_reports
-
-    r = ctx.results
-    target = ctx.target
+def build_report(ctx: Context) -> dict:
+    """report.json, one shape for every command that writes one."""
+    target, load = ctx.target, ctx.result("load")
+    pruned, q, engine = ctx.result("prune"), ctx.result("quantize"), ctx.result("engine")
     report = {
         "target": {"name": target.name, "display_name": target.display_name,
                    "runtime": target.runtime, **{k: target.section(k) for k in
                                                  ("gpu", "cpu", "software") if target.section(k)}},
         "edgeprune_version": __version__,
-        "model": {"path": str(ctx.cfg.model), "arch": r["load"]["arch"],
-                  "input_shape": r["load"]["input_shape"]},
-        "precision": r["load"]["precision"],
-        "variants": r["profile"]["variants"],
-        "pruning": r["prune"]["summary"],
-        "quantization": r["quantize"]["summary"],
-        "engine": {k: v for k, v in r["engine"].items() if k != "plan"},
-        "mi_plot": "mspic.png" if (ctx.out / "mspic.png").is_file() else None,
+        "model": _model_info(ctx),
+        "variants": ctx.result("profile").variants,
+        "pruning": pruned.summary if pruned else None,
         "fps": ctx.cfg.fps,
     }
-    write_reports(report, ctx.out)
-    ctx.log(f"wrote report.json, report.md and report.html in {ctx.out}")
-    return {"files": ["report.json", "report.md", "report.html"]}
+    if load is not None and not ctx.describe:
+        report["precision"] = load.precision
+        report["precision_choice"] = load.resolution.to_dict()
+    if q is not None and q.summary is not None:
+        report["quantization"] = q.summary
+    if engine is not None:
+        report["engine"] = {k: v for k, v in asdict(engine).items() if k != "plan"}
+    plot = ctx.out / BuildDir.MSPIC_PNG
+    # Only this run's plot: a plot left by an earlier run in the directory is not this model's.
+    if pruned is not None and pruned.checkpoint is not None and plot.is_file():
+        report["mi_plot"] = BuildDir.MSPIC_PNG
+    return report
 
 
-STAGES: list[tuple[str, Callable[[Context], dict]]] = [
+def _model_info(ctx: Context) -> dict:
+    load = ctx.result("load")
+    if load is None:
+        return {"path": str(ctx.describe.get("onnx", ctx.cfg.model))}
+    info = {"path": str(ctx.cfg.model), "arch": load.arch, "input_shape": load.input_shape}
+    if ctx.describe:
+        original = ctx.original().info
+        info.update(num_classes=original.num_classes, removed_units=original.removed_units,
+                    normalization=({"mean": list(original.mean), "std": list(original.std)}
+                                   if original.mean is not None else None))
+    return info
+
+
+def stage_report(ctx: Context) -> Reported:
+    from edgeprune.report import write_reports
+
+    write_reports(build_report(ctx), ctx.out.root)
+    ctx.log(f"wrote report.json, report.md and report.html in {ctx.out.root}")
+    return Reported(list(BuildDir.REPORTS))
+
+
+STAGES: list[tuple[str, Callable[[Context], object]]] = [
     ("load", stage_load), ("prune", stage_prune), ("export", stage_export),
     ("quantize", stage_quantize), ("check", stage_check), ("engine", stage_engine),
     ("profile", stage_profile), ("report", stage_report),
 ]
+STAGE_NAMES = [name for name, _ in STAGES]
 
 
 # ---------------------------------------------------------------- driver
 
 
-def run_build(cfg: BuildConfig, *, resume: bool = False, log: Callable[[str], None] = print,
-              progress=None, stop_after: str | None = None,
-              on_stage: Callable[[str], None] | None = None) -> dict:
-    """Run (or, with ``resume``, continue) the build; return the final state.
+def prepare(cfg: BuildConfig):
+    """Every check that can fail before any work: the config, the target, the precision
+    against the target, the model file, the output directory. Returns the target."""
+    from edgeprune.precision import check_precision, get_precision
+    from edgeprune.targets import pick_target
 
-    ``stop_after`` ends the run after the named stage (tests use it to simulate a build that was
-    killed mid-way).
+    cfg.validate()
+    target = pick_target(cfg.target, cfg.target_file)
+    if cfg.precision != "auto":
+        check_precision(target, cfg.precision, allow_emulated=cfg.allow_emulated)
+        if get_precision(cfg.precision).needs_data and not cfg.data:
+            raise EdgepruneError(f"--precision {cfg.precision} needs data (calibration or "
+                                 "fine-tuning): pass --data SPEC")
+    if cfg.method != "none" and not cfg.data:
+        raise EdgepruneError(f"--method {cfg.method} needs data: pass --data SPEC (or --method "
+                             "none)")
+    if not Path(cfg.model).is_file():
+        raise EdgepruneError(f"model file {cfg.model} does not exist; give the path to a .pt "
+                             "file")
+    BuildDir(cfg.out).check_usable()
+    return target
+
+
+def run_build(cfg: BuildConfig, *, resume: bool = False, log: Callable[[str], None] = print,
+              progress=None, stop_after: str | None = None, stages: list[str] | None = None,
+              on_stage: Callable[[str], None] | None = None, describe: dict | None = None,
+              clear: bool = True) -> BuildState:
+    """Run (or, with ``resume``, continue) the pipeline; return the final state.
+
+    ``stages`` picks the stages a command runs (default: all), ``stop_after`` ends the run after
+    the named one (a build killed mid-way, in tests). ``describe`` makes it a profile of one
+    artifact (its name, precision, ONNX file, engine profile, batch) instead of a build.
+    ``clear``: a fresh run first removes what an earlier run wrote into the directory.
     """
-    out = Path(cfg.out)
-    state = _initial_state(cfg, out, resume)
-    out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(cfg, out, log, state, progress)
-    ctx.target  # noqa: B018  (an unknown target fails before any work)
+    target = prepare(cfg) if describe is None else _prepare_profile(cfg)
+    out = BuildDir(cfg.out)
+    created = not out.root.exists()
+    try:
+        with out.locked():
+            state = _initial_state(cfg, out, target, resume, clear)
+            ctx = Context(cfg, out, target, log, state, progress, describe or {})
+            _check_inputs(ctx, resume)
+            _run_stages(ctx, stages or STAGE_NAMES, stop_after, on_stage)
+            if state.done and state.done[-1] == "report" and describe is None:
+                write_json(out / BuildDir.RECORD, _build_record(cfg, state))
+    except BaseException:
+        if created and _nothing_done(out):  # a run that did nothing leaves nothing behind
+            import shutil
+
+            shutil.rmtree(out.root, ignore_errors=True)
+        raise
+    finally:
+        out.remove_work()
+    return state
+
+
+def _prepare_profile(cfg: BuildConfig):
+    from edgeprune.targets import pick_target
+
+    cfg.validate()
+    target = pick_target(cfg.target, cfg.target_file)
+    BuildDir(cfg.out).check_usable()
+    return target
+
+
+def _nothing_done(out: BuildDir) -> bool:
+    if not out.state.is_file():
+        return True
+    try:
+        return not json.loads(out.state.read_text()).get("done")
+    except ValueError:
+        return False
+
+
+def _run_stages(ctx: Context, names: list[str], stop_after: str | None, on_stage) -> None:
+    state = ctx.state
     for name, stage in STAGES:
-        if name in state["done"]:
-            log(f"{name}: done in an earlier run, skipped")
+        if name not in names:
+            continue
+        if name in state.done:
+            ctx.log(f"{name}: done in an earlier run, skipped")
         else:
-            state["results"][name] = stage(ctx)
-            state["done"].append(name)
+            state.results[name] = stage(ctx)
+            state.done.append(name)
             ctx.save()
         if on_stage:
             on_stage(name)
         if stop_after == name:
             break
-    if state["done"][-1] == STAGES[-1][0]:
-        write_json(out / "build.json", _build_record(cfg, state))
-    return state
 
 
-def _initial_state(cfg: BuildConfig, out: Path, resume: bool) -> dict:
-    path = out / STATE_FILE
-    if resume and path.is_file():
-        state = json.loads(path.read_text())
-        if state.get("fingerprint") != cfg.fingerprint():
-            raise EdgepruneError(f"the build in {out} was made with other options; rerun it "
-                                 "with the same options, or without --resume to start over")
+def _initial_state(cfg: BuildConfig, out: BuildDir, target, resume: bool,
+                   clear: bool) -> BuildState:
+    fingerprint = {"options": cfg.options(), "model": _file_hash(cfg.model), "data": None}
+    if resume and out.state.is_file():
+        state = BuildState.read(out.state)
+        _compare(state.fingerprint, fingerprint, out.root)
+        state.fingerprint["model"] = fingerprint["model"]
         return state
-    return {"fingerprint": cfg.fingerprint(), "target": cfg.target, "done": [], "results": {}}
+    if clear:
+        out.clear()
+    return BuildState(fingerprint, target.name)
 
 
-def _build_record(cfg: BuildConfig, state: dict) -> dict:
+def _check_inputs(ctx: Context, resume: bool) -> None:
+    """The data's fingerprint: recorded on a fresh run, compared on a resumed one."""
+    if not ctx.cfg.data or ctx.describe:
+        return
+    data = ctx.data()
+    digest = data_hash(data)
+    saved = ctx.state.fingerprint.get("data")
+    if resume and saved is not None and saved != digest:
+        raise EdgepruneError(f"the data ({ctx.cfg.data}) changed since the build in "
+                             f"{ctx.out.root} started; rerun without --resume to start over")
+    ctx.state.fingerprint["data"] = digest
+
+
+def _compare(saved: dict, now: dict, root: Path) -> None:
+    """Refuse to resume naming the first option or input that differs."""
+    old, new = saved.get("options", {}), now["options"]
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            raise EdgepruneError(f"the build in {root} was made with {key} = {old.get(key)!r}, "
+                                 f"now {new.get(key)!r}; rerun with the same options, or without "
+                                 "--resume to start over")
+    if saved.get("model") != now["model"]:
+        raise EdgepruneError(f"the model file changed since the build in {root} started; rerun "
+                             "without --resume to start over")
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_hash(data) -> str:
+    """The content of every split (images and labels) and the class names."""
+    h = hashlib.sha256(json.dumps(list(data.class_names)).encode())
+    for split in (data.train, data.val, data.test):
+        for array in (split.x, split.y):
+            h.update(str(array.shape).encode())
+            h.update(memoryview(array.tobytes()))
+    return h.hexdigest()
+
+
+def _build_record(cfg: BuildConfig, state: BuildState) -> dict:
     import numpy
     import onnx
     import onnxruntime
@@ -340,39 +723,37 @@ def _build_record(cfg: BuildConfig, state: dict) -> dict:
         "command": " ".join(sys.argv) if Path(sys.argv[0]).name == "edgeprune" else None,
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "seed": cfg.seed,
-        "stages": state["done"],
+        "stages": state.done,
+        "fingerprint": state.fingerprint,
         "versions": {"edgeprune": __version__, "torch": torch.__version__,
                      "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
                      "numpy": numpy.__version__, "python": platform.python_version()},
     }
 
 
-def _configure(config, overrides: dict, section: str):
-    """A stage config with ``overrides`` applied, rejecting names the stage does not have."""
-    known = {f.name for f in fields(config)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise EdgepruneError(f"[{section}] has no option {', '.join(unknown)}; its options are: "
-                             f"{', '.join(sorted(known))}")
-    return replace(config, **overrides)
-
-
-def _as_dict(obj) -> dict:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    try:
-        return asdict(obj)
-    except TypeError:
-        return dict(obj)
-
-
 def load_config_file(path: Path) -> dict:
-    """Read an edgeprune.toml: top-level build options plus [prune], [quantize], [engine]."""
+    """Read an edgeprune.toml: top-level build options plus [prune], [quantize], [engine]; every
+    name is checked here, and types when the config is validated."""
     import tomllib
 
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise EdgepruneError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise EdgepruneError(f"config file {path} is not valid TOML ({e})") from None
+    except OSError as e:
+        raise EdgepruneError(f"config file {path} cannot be read ({e.strerror})") from None
+    if "trust_model" in doc:
+        raise EdgepruneError(f"{path}: trust_model cannot be set in a config file (unpickling "
+                             "runs code from the model file); pass --trust-model on the command "
+                             "line if you trust it")
+    unknown = sorted(set(doc) - set(FILE_KEYS) - set(FILE_TABLES))
+    if unknown:
+        raise EdgepruneError(f"{path}: unknown option(s) {', '.join(unknown)}; the top level "
+                             f"takes {', '.join(FILE_KEYS)} and [prune], [quantize], [engine]")
+    for table in FILE_TABLES:
+        if table in doc and not isinstance(doc[table], dict):
+            raise EdgepruneError(f"{path}: {table} must be a table ([{table}]), got "
+                                 f"{doc[table]!r}")
+    return doc

@@ -9,17 +9,15 @@ per-channel activations), and dynamic shapes without optimization profiles.
 
 from __future__ import annotations
 
-import tomllib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.paths import targets_dir
-from edgeprune.targets import Target, parse_version, tensorrt_version
+from edgeprune.targets import Target
+from edgeprune.tensorrt_caps import OpList, TensorRT, for_target
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # ONNX Runtime's QOperator and dynamic-quantization forms: TensorRT only reads QDQ.
@@ -49,43 +47,20 @@ class CompatReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-@dataclass(frozen=True)
-class OpList:
-    tensorrt: str
-    max_opset: int
-    ops: frozenset[str]
-    path: Path
-
-
-def list_op_files() -> list[Path]:
-    return sorted((targets_dir() / "tensorrt").glob("ops-*.toml"),
-                  key=lambda p: parse_version(p.stem.removeprefix("ops-")))
-
-
-@cache
-def load_op_list(version: tuple[int, ...]) -> OpList:
-    """The op list of the newest listed TensorRT release not newer than ``version``.
-
-    A target on 8.6 gets the 8.5 list: never claim support a release may not have.
-    """
-    files = [p for p in list_op_files()
-             if parse_version(p.stem.removeprefix("ops-")) <= version[:2]]
-    if not files:
-        raise EdgepruneError(f"no ONNX operator list for TensorRT {'.'.join(map(str, version))} in "
-                             f"{targets_dir() / 'tensorrt'}; add an ops-<version>.toml there")
-    path = files[-1]
-    raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    return OpList(raw["tensorrt"], int(raw["max_opset"]), frozenset(raw["ops"]), path)
+    @classmethod
+    def from_dict(cls, d: dict) -> CompatReport:
+        return cls(**d)
 
 
 def check_onnx(onnx_path: str | Path, target: Target, precision: str, *,
-               shapes: dict | None = None) -> CompatReport:
+               shapes: dict | None = None,
+               profile_hint: str = "give --batch MIN,OPT,MAX") -> CompatReport:
     """Check that ``target``'s TensorRT can build ``onnx_path`` at ``precision``.
 
     ``shapes`` maps each dynamic input to its (min, opt, max) shapes (the engine's optimization
-    profile); without it a dynamic dimension is an error. Raises EdgepruneError naming the first
-    offending node and op; returns the report of what was checked.
+    profile); without it a dynamic dimension is an error, whose message ends with
+    ``profile_hint`` (how the calling command gives a profile). Raises EdgepruneError naming the
+    first offending node and op; returns the report of what was checked.
     """
     import onnx
 
@@ -93,8 +68,8 @@ def check_onnx(onnx_path: str | Path, target: Target, precision: str, *,
     if not path.is_file():
         raise EdgepruneError(f"ONNX file {path} does not exist; export it with `edgeprune export`")
     model = onnx.load(str(path))
-    version = tensorrt_version(target)
-    oplist = load_op_list(version)
+    caps = for_target(target)
+    oplist = caps.ops
     trt = f"TensorRT {target.section('software')['tensorrt']} ({target.name})"
     opset = _check_opset(model, oplist, trt)
     nodes = list(_all_nodes(model.graph))
@@ -106,9 +81,9 @@ def check_onnx(onnx_path: str | Path, target: Target, precision: str, *,
     report.qdq_nodes = sum(counts[op] for op in QDQ_OPS)
     if report.qdq_nodes:
         _check_qdq(model, nodes, trt)
-    report.int8_mode, note = _int8_mode(precision, report.qdq_nodes, version)
+    report.int8_mode, note = _int8_mode(precision, report.qdq_nodes, caps)
     report.notes += [note] if note else []
-    report.dynamic_inputs = _check_shapes(model, shapes, trt)
+    report.dynamic_inputs = _check_shapes(model, shapes, trt, profile_hint)
     return report
 
 
@@ -194,7 +169,7 @@ def _check_qdq(model, nodes, trt: str) -> None:
                                      "TensorRT needs the output-channel axis 0")
 
 
-def _int8_mode(precision: str, qdq_nodes: int, version: tuple[int, ...]) -> tuple:
+def _int8_mode(precision: str, qdq_nodes: int, caps: TensorRT) -> tuple:
     """How TensorRT will get int8 scales: from the graph's Q/DQ or from a calibration cache."""
     if precision != "int8":
         note = (f"the graph has {qdq_nodes} Q/DQ nodes: TensorRT runs those parts in int8 even "
@@ -202,15 +177,15 @@ def _int8_mode(precision: str, qdq_nodes: int, version: tuple[int, ...]) -> tupl
         return None, note
     if qdq_nodes:
         return "explicit-qdq", None
-    if version >= (11,):
+    if caps.implicit_int8 == "removed":
         raise EdgepruneError("the graph has no Q/DQ nodes and TensorRT 11 has no implicit int8 "
                              "calibration; quantize the model to QDQ first")
     note = ("no Q/DQ nodes: int8 needs the implicit calibration cache "
-            + ("(deprecated since TensorRT 10.1)" if version >= (10, 1) else ""))
+            + ("(deprecated since TensorRT 10.1)" if caps.implicit_int8 == "deprecated" else ""))
     return "implicit-calibration", note
 
 
-def _check_shapes(model, shapes: dict | None, trt: str) -> list[str]:
+def _check_shapes(model, shapes: dict | None, trt: str, hint: str) -> list[str]:
     """Names of the inputs with dynamic dimensions; raise if one has no profile in ``shapes``."""
     initializers = {t.name for t in model.graph.initializer}
     dynamic = []
@@ -225,6 +200,5 @@ def _check_shapes(model, shapes: dict | None, trt: str) -> list[str]:
                                  else str(d.dim_value) for d in dims)
                 raise EdgepruneError(
                     f"input {inp.name!r} has dynamic shape {shown}: {trt} needs an optimization "
-                    "profile; export with a fixed batch (no --dynamic-batch) or give "
-                    "--batch MIN,OPT,MAX")
+                    f"profile; export with a fixed batch (no --dynamic-batch) or {hint}")
     return dynamic

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.paths import targets_dir
-
-PRECISIONS = ("fp32", "fp16", "int8", "binary")
+from edgeprune.precision import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -56,39 +55,53 @@ class Target:
         return int(self.section("memory").get("on_chip_kib", 0) * 1024)
 
 
-def parse_version(text: str) -> tuple[int, ...]:
-    """"8.5.2" -> (8, 5, 2): TensorRT, CUDA and JetPack versions compare as tuples."""
-    try:
-        return tuple(int(part) for part in str(text).split("."))
-    except ValueError:
-        raise EdgepruneError(f"{text!r} is not a version like 8.5.2; fix the target file") from None
-
-
-def tensorrt_version(target: Target) -> tuple[int, ...]:
-    """The TensorRT version of the target's last JetPack, e.g. (8, 2, 1); raises for CPU targets."""
-    version = target.section("software").get("tensorrt")
-    if target.runtime != "tensorrt" or not version:
-        raise EdgepruneError(f"{target.name} runs {target.runtime}, not TensorRT; pick a Jetson "
-                             "target (run `edgeprune targets`)")
-    return parse_version(version)
-
-
 def list_targets() -> list[str]:
     return sorted(p.stem for p in targets_dir().glob("*.toml"))
 
 
 @cache
 def load_target(name: str) -> Target:
-    path = targets_dir() / f"{name}.toml"
+    """The target called ``name`` in targets/: a name, never a path (a user's own file goes
+    through :func:`load_target_file`, explicitly)."""
+    known = list_targets()
+    if not isinstance(name, str) or name not in known:
+        hint = (": --target takes a name; give your own file with --target-file PATH"
+                if isinstance(name, str) and ("/" in name or name.endswith(".toml")) else "")
+        raise EdgepruneError(f"unknown target {name!r}; choose one of: {', '.join(known)} "
+                             f"(run `edgeprune targets` to see them){hint}")
+    return _read_target(targets_dir() / f"{name}.toml", name)
+
+
+def load_target_file(path: str | Path) -> Target:
+    """A user's target file (``--target-file``), checked against the same schema as targets/."""
+    path = Path(path)
     if not path.is_file():
-        raise EdgepruneError(f"unknown target {name!r}; choose one of: {', '.join(list_targets())}"
-                             " (run `edgeprune targets` to see them)")
+        raise EdgepruneError(f"target file {path} does not exist; give a TOML file laid out as "
+                             "targets/jetson-nano.toml")
+    return _read_target(path.resolve(), None)
+
+
+def _read_target(path: Path, name: str | None) -> Target:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise EdgepruneError(f"target file {path} is not valid TOML ({e})") from None
     validate_target(raw, path)
-    return Target(name, raw, path)
+    return Target(name or raw["name"], raw, path)
+
+
+def pick_target(name: str | None, file: str | Path | None, *, required: bool = True):
+    """The target of a command's ``--target NAME`` or ``--target-file PATH`` (not both)."""
+    if name and file:
+        raise EdgepruneError("give --target NAME or --target-file PATH, not both")
+    if file:
+        return load_target_file(file)
+    if name:
+        return load_target(name)
+    if required:
+        raise EdgepruneError("no target given: pass --target NAME (see `edgeprune targets`) or "
+                             "--target-file PATH")
+    return None
 
 
 def validate_target(raw: dict, path: Path | str = "<target>") -> None:
@@ -171,24 +184,3 @@ def target_schema(raw: dict) -> dict:
     return {"type": "object", "required": _REQUIRED + kind["required"],
             "properties": kind["properties"]}
 
-
-# Fastest first: what ``--precision auto`` picks among a target's fast precisions.
-_SPEED_ORDER = ("int8", "fp16", "fp32")
-
-
-def resolve_precision(target: Target, precision: str, *, allow_emulated: bool = False) -> str:
-    """Check ``precision`` against what the target runs fast; ``auto`` picks the fastest.
-
-    binary is a storage format (1-bit weights and scales): TensorRT runs the binarized model with
-    its float kernels, so every target accepts it.
-    """
-    if precision == "auto":
-        return next(p for p in _SPEED_ORDER if p in target.fast_precisions)
-    if precision not in PRECISIONS:
-        raise EdgepruneError(f"unknown precision {precision!r}; choose one of: auto, "
-                             f"{', '.join(PRECISIONS)}")
-    if precision == "binary" or precision in target.fast_precisions or allow_emulated:
-        return precision
-    raise EdgepruneError(
-        f"{target.name} does not run {precision} fast: its precisions are "
-        f"{', '.join(target.fast_precisions)}; pick one of those, or pass --allow-emulated")

@@ -6,6 +6,7 @@ import functools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -20,6 +21,9 @@ from rich.progress import (
 )
 
 from edgeprune.errors import EdgepruneError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 app = typer.Typer(
     name="edgeprune",
@@ -57,11 +61,12 @@ def command(*args, **kwargs) -> Callable:
 
 def make_progress(*, transient: bool = False) -> Progress:
     """Progress bars on stderr. ``transient`` clears them when done (and when a stage fails, so
-    that an error stays one line)."""
+    that an error stays one line). Where stderr is not a terminal (a log, a pipe) there are no
+    bars, whose last frame and line breaks would be left there around the messages."""
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                     MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
-                    transient=transient)
+                    transient=transient, disable=not err_console.is_terminal)
 
 
 @contextmanager
@@ -77,3 +82,21 @@ def epoch_progress(label: str) -> Iterator[Callable]:
             progress.update(tasks[epoch], completed=batch, info=f"loss {loss:.3f}")
 
         yield update
+
+
+def summary_table(report: dict) -> Table:
+    """The report's variants as a rich table (the same columns as report.md)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from edgeprune.report.format import SUMMARY_COLUMNS, summary_rows
+
+    targets = report["target"].get("targets", [report["target"]["name"]])
+    skip = 0 if len(set(targets)) > 1 else 1  # one target: it is in the title, not a column
+    # Text, not markup: names come from report.json files ("[/x]" would fail, "[link=...]" link)
+    table = Table(title=Text(f"edgeprune profile: {', '.join(dict.fromkeys(targets))}"))
+    for i, col in enumerate(SUMMARY_COLUMNS[skip:], start=skip):
+        table.add_column(col, justify="left" if i < 3 else "right")
+    for row in summary_rows(report):
+        table.add_row(*(Text(c) for c in row[skip:]))
+    return table

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from edgeprune.cli import options as o
 from edgeprune.cli.app import command, console
-from edgeprune.cli.train import TRUST_HELP
 
 
 @command("export")
@@ -20,18 +20,21 @@ def export_cmd(
                                             "needs --batch MIN,OPT,MAX when building)."),
     target: str = typer.Option(None, "--target",
                                help="Also check the graph against this target's TensorRT."),
+    target_file: o.TargetFile = None,
     precision: str = typer.Option("fp32", "--precision",
                                   help="Precision the --target check assumes (fp32, fp16)."),
-    trust_model: bool = typer.Option(False, "--trust-model", help=TRUST_HELP),
+    trust_model: o.TrustModel = False,
     input_shape: str = typer.Option(None, "--input-shape", help="C,H,W input of a pickled "
                                     "module that records none."),
 ) -> None:
     """Export to ONNX (opset 13), simplify, check, and compare with PyTorch under ONNX Runtime."""
     from edgeprune.checkpoint import load_model, with_input_shape
     from edgeprune.export import export_onnx
-    from edgeprune.targets import load_target
+    from edgeprune.precision import get_precision
+    from edgeprune.targets import pick_target
 
-    tgt = load_target(target) if target else None  # a bad name fails before the export
+    tgt = pick_target(target, target_file, required=False)  # a bad name fails before the export
+    get_precision(precision)
     loaded = load_model(model, trust_model=trust_model)
     shape = with_input_shape(loaded, input_shape)
     report = export_onnx(loaded.model, shape, out, dynamic_batch=dynamic_batch)
@@ -46,7 +49,8 @@ def export_cmd(
         return
     from edgeprune.compat import check_onnx
 
-    check = check_onnx(out, tgt, precision)
+    check = check_onnx(out, tgt, precision, profile_hint="build its engine with `edgeprune "
+                       "engine --batch MIN,OPT,MAX`")
     console.print(f"TensorRT {check.tensorrt} ({tgt.name}): all {check.nodes} nodes of "
                   f"{len(check.ops)} op types supported (opset {check.opset} <= "
                   f"{check.max_opset}; {check.ops_file})")

@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from edgeprune.cli import options as o
 from edgeprune.cli.app import command, console
-from edgeprune.cli.train import TRUST_HELP
 
 
 def describe(loaded, input_shape: str | None = None) -> dict:
@@ -38,7 +38,7 @@ def describe(loaded, input_shape: str | None = None) -> dict:
 def inspect_cmd(
     model: Path = typer.Argument(..., help="Checkpoint (.pt) to inspect."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    trust_model: bool = typer.Option(False, "--trust-model", help=TRUST_HELP),
+    trust_model: o.TrustModel = False,
     input_shape: str = typer.Option(None, "--input-shape", help="C,H,W input of a pickled "
                                     "module that records none [default: its channels, 32, 32]."),
 ) -> None:

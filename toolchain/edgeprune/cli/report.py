@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from edgeprune.cli.app import command, console
+from edgeprune.cli.app import command, console, summary_table
 
 
 @command("report")
@@ -16,7 +16,6 @@ def report_cmd(
                              "report.json, report.md, report.html."),
 ) -> None:
     """Compare builds: one row per target and variant, written as json, md and html."""
-    from edgeprune.cli.profile import summary_table
     from edgeprune.report import merge_reports, write_reports
 
     merged = merge_reports(dirs)

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import typer
 
+from edgeprune.cli import options as o
 from edgeprune.cli.app import command, console, epoch_progress
-
-TRUST_HELP = ("Allow loading a whole pickled nn.Module. Unpickling runs code from the file: use "
-              "it only for files you trust.")
 
 
 @command("train")
@@ -20,21 +18,23 @@ def train_cmd(
     data: str = typer.Option(..., "--data", help="Data spec: cifar10:DIR, npz:FILE, "
                              "imagefolder:DIR or digits."),
     out: Path = typer.Option(..., "--out", help="Where to write the checkpoint (.pt)."),
-    epochs: int = typer.Option(30, "--epochs", min=1, help="Training epochs."),
-    batch_size: int = typer.Option(128, "--batch-size", min=1, help="Mini-batch size."),
-    lr: float = typer.Option(0.1, "--lr", help="Initial learning rate (cosine schedule to 0)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (weights, shuffling, augmentation)."),
-    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
+    epochs: int = typer.Option(None, "--epochs", help="Training epochs [default: 30]."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Mini-batch size [default: 128]."),
+    lr: float = typer.Option(None, "--lr", help="Initial learning rate, cosine schedule to 0 "
+                             "[default: 0.1]."),
+    seed: o.Seed = None,
+    device: str = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda."),
 ) -> None:
     """Train a model from scratch (SGD, momentum 0.9, cosine schedule) and save a checkpoint."""
     from edgeprune.checkpoint import save_checkpoint
     from edgeprune.data import load_dataset
     from edgeprune.train import TrainConfig, evaluate, train_from_scratch
 
+    config = TrainConfig(**o.given(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                                   device=device))
     ds = load_dataset(data)
     with epoch_progress("train") as progress:
-        trained = train_from_scratch(arch, ds, TrainConfig(
-            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device), progress)
+        trained = train_from_scratch(arch, ds, config, progress)
     result = evaluate(trained.model.cpu(), ds, "test")
     save_checkpoint(out, trained.model, trained.info)
     console.print(f"test accuracy {result.accuracy:.2%} (loss {result.loss:.4f}, n={result.n}); "
@@ -47,7 +47,7 @@ def evaluate_cmd(
     data: str = typer.Option(..., "--data", help="Data spec (see `edgeprune train --help`)."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
-    trust_model: bool = typer.Option(False, "--trust-model", help=TRUST_HELP),
+    trust_model: o.TrustModel = False,
 ) -> None:
     """Top-1 accuracy and cross-entropy loss of a model on a data split."""
     from edgeprune.checkpoint import data_for_model, load_model

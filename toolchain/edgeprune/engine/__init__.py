@@ -29,12 +29,17 @@ class EngineResult:
     def to_dict(self) -> dict:
         return {"kind": self.kind, "path": str(self.path), "plan": self.plan}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> EngineResult:
+        return cls(d["kind"], Path(d["path"]), d["plan"])
+
 
 def make_engine(onnx_path: str | Path, target: Target, precision: str, out_dir: str | Path,
                 calib_cache: str | Path | None = None, dla_core: int | None = None, *,
-                shapes: dict | None = None, build: bool = True) -> EngineResult:
-    """Plan the engine of ``onnx_path`` for ``target``, write plan.json and build_engine.sh into
-    ``out_dir``, and build the engine when this machine can (``build=False``: never)."""
+                shapes: dict | None = None, build: bool = True, compat=None) -> EngineResult:
+    """Plan the engine of ``onnx_path`` for ``target`` at ``precision`` (resolved by the caller),
+    write plan.json and build_engine.sh into ``out_dir``, and build the engine when this machine
+    can (``build=False``: never). ``compat``: the graph's compatibility report, if checked."""
     from edgeprune.atomic import write_json
     from edgeprune.engine.builder import build_here
     from edgeprune.engine.trtexec import write_build_script
@@ -43,7 +48,7 @@ def make_engine(onnx_path: str | Path, target: Target, precision: str, out_dir: 
     read_onnx(onnx_path)  # a checkpoint, an empty file, external data: refused before any work
     out_dir = Path(out_dir)
     plan = plan_engine(onnx_path, target, precision, out_dir, calib_cache=calib_cache,
-                       dla_core=dla_core, shapes=shapes)
+                       dla_core=dla_core, shapes=shapes, compat=compat)
     script = write_build_script(plan, target, out_dir)
     built, reason = build_here(plan, target, out_dir) if build else (None, "build=False")
     plan["built_here"] = built

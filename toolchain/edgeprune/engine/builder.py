@@ -10,7 +10,6 @@ then build_serialized_network.
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import time
@@ -20,7 +19,8 @@ from edgeprune.atomic import write_bytes, write_json
 from edgeprune.engine import device
 from edgeprune.engine.plan import ENGINE_JSON, ENGINE_NAME, LOG_NAME
 from edgeprune.errors import EdgepruneError
-from edgeprune.targets import Target, parse_version
+from edgeprune.targets import Target
+from edgeprune.tensorrt_caps import TensorRT, version_from_log
 
 
 def build_here(plan: dict, target: Target, out_dir: Path) -> tuple[str | None, str]:
@@ -77,7 +77,7 @@ def build_with_api(plan: dict, out_dir: Path) -> Path:
 
 def _network_flags(trt, plan: dict) -> int:
     flags = 0
-    if int(trt.__version__.split(".")[0]) < 10:  # explicit batch is the only mode from 10 on
+    if TensorRT.parse(trt.__version__.split("+")[0]).needs_explicit_batch_flag:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     if plan["strongly_typed"]:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -143,19 +143,8 @@ def build_with_trtexec(plan: dict, out_dir: Path, trtexec: str) -> Path:
     if proc.returncode != 0 or not (root / plan["engine"]).is_file():
         raise EdgepruneError(f"trtexec failed (exit {proc.returncode}); see {out_dir / LOG_NAME}")
     write_engine_json(out_dir, plan, "trtexec", time.perf_counter() - start,
-                      tensorrt=trtexec_version(proc.stdout))
+                      tensorrt=version_from_log(proc.stdout))
     return root / plan["engine"]
-
-
-def trtexec_version(log: str) -> str | None:
-    """TensorRT version from trtexec's log: "TensorRT version: 8.2.1" where it prints one, else
-    the banner's "[TensorRT v8201]" (major, one-digit minor, two-digit patch)."""
-    m = re.search(r"TensorRT version: (\d+\.\d+\.\d+)", log)
-    if m:
-        return m.group(1)
-    # 8.x: major*1000 + minor*100 + patch (8201); 10.x: major*10000 + minor*100 + patch (100300)
-    m = re.search(r"\[TensorRT v(\d)(\d)(\d\d)\]|\[TensorRT v(\d\d)(\d\d)(\d\d)\]", log)
-    return ".".join(str(int(g)) for g in m.groups() if g is not None) if m else None
 
 
 def write_engine_json(out_dir: Path, plan: dict, builder: str, seconds: float, *,
@@ -167,7 +156,7 @@ def write_engine_json(out_dir: Path, plan: dict, builder: str, seconds: float, *
             "cuda_driver": gpu.get("cuda_driver"), "gpu": gpu.get("name"),
             "compute_capability": gpu.get("compute_capability"), **device.jetson_info(),
             "target": plan["target"], "precision": plan["precision"]}
-    if tensorrt and parse_version(tensorrt)[:2] != parse_version(plan["tensorrt"])[:2]:
+    if tensorrt and not TensorRT.parse(tensorrt).same_release(TensorRT.parse(plan["tensorrt"])):
         info["warning"] = (f"built with TensorRT {tensorrt}, the target file says "
                            f"{plan['tensorrt']}: the engine runs only with {tensorrt}")
     return write_json(out_dir / ENGINE_JSON, info)

@@ -10,31 +10,35 @@ import os
 from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.targets import Target, resolve_precision, tensorrt_version
+from edgeprune.precision import ENGINE_PRECISIONS
+from edgeprune.targets import Target
+from edgeprune.tensorrt_caps import TensorRT, for_target
 
 ENGINE_NAME, PLAN_NAME, SCRIPT_NAME = "model.engine", "plan.json", "build_engine.sh"
 ENGINE_JSON, TIMING_CACHE, LOG_NAME = "engine.json", "timing.cache", "trtexec.log"
-ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_MIB = 1024
 
 
 def plan_engine(onnx_path: str | Path, target: Target, precision: str, out_dir: str | Path, *,
                 calib_cache: str | Path | None = None, dla_core: int | None = None,
-                shapes: dict | None = None) -> dict:
-    """Check the graph for the target and decide every build setting; raises EdgepruneError.
+                shapes: dict | None = None, compat=None) -> dict:
+    """Decide every build setting for ``precision`` (already resolved against the target by the
+    caller: it is not re-checked here); raises EdgepruneError.
 
-    Paths in the plan are relative to ``root``: the folder that holds the ONNX, the engine folder
-    and the cache, which the device script mounts into the container.
+    ``compat`` is the compatibility report of ``onnx_path`` when the caller already checked it
+    (a build checks once); without one the graph is checked here. Paths in the plan are relative
+    to ``root``: the folder that holds the ONNX, the engine folder and the cache, which the
+    device script mounts into the container.
     """
     from edgeprune.compat import check_onnx
 
     onnx_path, out_dir = Path(onnx_path).resolve(), Path(out_dir).resolve()
-    version = tensorrt_version(target)
+    caps = for_target(target)
     if precision not in ENGINE_PRECISIONS:
-        raise EdgepruneError(f"a TensorRT engine is built at fp32, fp16 or int8, not {precision!r}"
-                             " (a binary model is built at fp16 from its float graph)")
-    resolve_precision(target, precision)
-    report = check_onnx(onnx_path, target, precision, shapes=shapes)
+        raise EdgepruneError(f"a TensorRT engine is built at {', '.join(ENGINE_PRECISIONS)}, not "
+                             f"{precision!r} (a binary model is built at fp16 from its float "
+                             "graph)")
+    report = compat or check_onnx(onnx_path, target, precision, shapes=shapes)
     cache = Path(calib_cache).resolve() if calib_cache else None
     root = Path(os.path.commonpath([onnx_path.parent, out_dir]
                                    + ([cache.parent] if cache else [])))
@@ -51,7 +55,7 @@ def plan_engine(onnx_path: str | Path, target: Target, precision: str, out_dir: 
         "shapes": _shapes(shapes, report.dynamic_inputs), "ops_checked": report.ops_file,
         "decisions": [],
     }
-    plan.update(_precision_flags(precision, report.int8_mode, version, target, cache, root, plan))
+    plan.update(_precision_flags(precision, report.int8_mode, caps, target, cache, root, plan))
     plan.update(_dla(dla_core, precision, target, plan))
     return plan
 
@@ -69,7 +73,7 @@ def _shapes(shapes: dict | None, dynamic: list[str]) -> dict:
     return out
 
 
-def _precision_flags(precision: str, int8_mode: str | None, version: tuple, target: Target,
+def _precision_flags(precision: str, int8_mode: str | None, caps: TensorRT, target: Target,
                      cache: Path | None, root: Path, plan: dict) -> dict:
     """The builder flags for ``precision`` on this TensorRT version, with the reasons."""
     note = plan["decisions"].append
@@ -82,7 +86,7 @@ def _precision_flags(precision: str, int8_mode: str | None, version: tuple, targ
         if cache:
             note("calibration cache ignored: precision is not int8")
         return flags
-    if int8_mode == "explicit-qdq" and version >= (10,):
+    if int8_mode == "explicit-qdq" and caps.strongly_typed_qdq:
         flags["strongly_typed"] = True
         note("int8 from the QDQ graph, strongly typed network (TensorRT 10: the Q/DQ nodes and "
              "tensor types decide precisions; no precision flags)")
@@ -98,7 +102,8 @@ def _precision_flags(precision: str, int8_mode: str | None, version: tuple, targ
             raise EdgepruneError(f"calibration cache {cache} does not exist")
         flags.update(int8=True, fp16=fp16_fast, calibration_cache=_rel(cache, root))
         note(f"int8 by implicit calibration from the cache on TensorRT {plan['tensorrt']}"
-             + (" (deprecated since TensorRT 10.1, removed in 11)" if version >= (10, 1) else ""))
+             + (" (deprecated since TensorRT 10.1, removed in 11)"
+               if caps.implicit_int8 == "deprecated" else ""))
     if int8_mode == "explicit-qdq" and cache:
         note("calibration cache not used: the graph's Q/DQ scales take precedence")
     return flags

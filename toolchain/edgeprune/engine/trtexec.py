@@ -16,7 +16,8 @@ from pathlib import Path
 from edgeprune.atomic import write_text
 from edgeprune.engine.plan import LOG_NAME, SCRIPT_NAME
 from edgeprune.errors import EdgepruneError
-from edgeprune.targets import Target, parse_version
+from edgeprune.targets import Target
+from edgeprune.tensorrt_caps import TensorRT
 
 CONTAINER_ROOT = "/build"  # where the script mounts the plan's root inside the container
 MOUNT = f"$ROOT:{CONTAINER_ROOT}"  # docker's -v value; the one word where the shell expands
@@ -25,10 +26,8 @@ MOUNT_AT = 6  # its index in docker_command
 
 def trtexec_command(plan: dict, trtexec: str = "trtexec") -> list[str]:
     """The trtexec argv that builds the plan's engine; paths relative to the plan's root."""
-    version = parse_version(plan["tensorrt"])
-    cmd = [trtexec, f"--onnx={plan['onnx']}", f"--saveEngine={plan['engine']}"]
-    mib = plan["workspace_mib"]
-    cmd.append(f"--memPoolSize=workspace:{mib}" if version >= (8, 4) else f"--workspace={mib}")
+    cmd = [trtexec, f"--onnx={plan['onnx']}", f"--saveEngine={plan['engine']}",
+           TensorRT.parse(plan["tensorrt"]).workspace_flag(plan["workspace_mib"])]
     if plan["strongly_typed"]:
         cmd.append("--stronglyTyped")
     else:

@@ -32,7 +32,9 @@ from math import prod
 
 import numpy as np
 
-PRECISION_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "binary": 1}
+from edgeprune.precision import PRECISIONS
+
+PRECISION_BITS = {p.name: p.bits for p in PRECISIONS.values()}
 MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 # Ops that only relabel or slice shapes, or (de)quantize weights folded into their consumer:
 # no compute of their own.

@@ -2,13 +2,14 @@
 
 ``quantize_model`` takes the (pruned) model, its fp32 ONNX export and the data, and writes the
 quantized ONNX model into the output folder, with its accuracy next to fp32's in
-``quantize.json`` (one entry per precision, merged). Each precision is a function in the
-``PRECISIONS`` registry. Every written model carries ONNX metadata ``edgeprune.precision``; binary
+``quantize.json`` (one entry per precision, merged). Each precision of
+:mod:`edgeprune.precision` has a maker function in the ``MAKERS`` registry. Every written model
+carries ONNX metadata ``edgeprune.precision``; binary
 models also ``edgeprune.binary_weights`` (JSON list of the binarized initializers) and
 ``edgeprune.binary_activations``, which the profiler reads to cost binary layers.
 
-Nothing is half-written: files are made in a staging folder beside ``out_dir`` and moved in when
-all of them are done.
+Nothing is half-written: files are made in a hidden staging folder inside ``out_dir`` and moved
+in when all of them are done (nothing is ever written outside ``out_dir``).
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ def _int8(job: Job) -> dict:
     advance = job.task(f"calibrate int8 ({recipe.method}, {len(source)} train images)",
                        source.num_batches)
     path = job.stage / f"model.int8.{flavour.name}.onnx"
-    out = quantize_int8(job.fp32_onnx, path, source, recipe, flavour, on_batch=advance)
+    out = quantize_int8(job.fp32_onnx, path, source, recipe, flavour, on_batch=advance,
+                        workdir=job.stage)
     set_metadata(path, {"edgeprune.precision": "int8", "edgeprune.int8_flavour": flavour.name})
     trt_version = job.target.section("software").get("tensorrt")
     write_trt_cache(job.stage / "calibration.cache", out.amax, tensorrt_version=trt_version,
@@ -203,10 +205,9 @@ def _binary(job: Job) -> dict:
             "accuracy": job.accuracy(path)}
 
 
-PRECISIONS: dict[str, Callable[[Job], dict]] = {
+MAKERS: dict[str, Callable[[Job], dict]] = {
     "fp32": _fp32, "fp16": _fp16, "int8": _int8, "binary": _binary,
 }
-NEEDS_DATA = ("int8", "binary")
 
 
 # ---------------------------------------------------------------- the stage
@@ -217,21 +218,20 @@ def quantize_model(loaded, fp32_onnx: Path, data, precision: str, target, out_di
     """Quantize ``loaded`` to ``precision`` (already resolved against ``target``) into
     ``out_dir``; merge its entry into ``out_dir/quantize.json``."""
     from edgeprune.checkpoint import data_for_model
+    from edgeprune.precision import get_precision
 
-    if precision not in PRECISIONS:
-        raise EdgepruneError(f"unknown precision {precision!r}; choose one of: "
-                             f"{', '.join(PRECISIONS)}")
-    if data is None and precision in NEEDS_DATA:
+    precision = get_precision(precision).name
+    if data is None and get_precision(precision).needs_data:
         raise EdgepruneError(f"{precision} needs data (calibration or fine-tuning): pass --data "
                              "SPEC")
     if data is not None:
         data = data_for_model(loaded, data)
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.quantize-", dir=out_dir.parent))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out_dir))
     try:
         job = Job(loaded, Path(fp32_onnx), data, target, stage, config, progress)
-        entry = PRECISIONS[precision](job)
+        entry = MAKERS[precision](job)
         fp32_acc = job.accuracy(Path(fp32_onnx)) if precision != "fp32" else entry["accuracy"]
         entry = _finish_entry(entry, job, precision, fp32_acc)
         _move_into(stage, out_dir)
@@ -336,5 +336,5 @@ def _epoch_progress(job: Job, label: str):
     return update
 
 
-__all__ = ["PRECISIONS", "QuantizeConfig", "QuantizeResult", "quantize_model", "read_metadata",
+__all__ = ["MAKERS", "QuantizeConfig", "QuantizeResult", "quantize_model", "read_metadata",
            "set_metadata"]

@@ -148,19 +148,15 @@ class CalibrationSource:
 # ---------------------------------------------------------------- TensorRT calibration cache
 
 
-def trt_version_code(version: str | None) -> int:
-    """TensorRT's NV_TENSORRT_VERSION for "8.2.1": major*1000 + minor*100 + patch = 8201."""
-    parts = [int(p) for p in (version or "8.2.1").split(".")[:3]] + [0, 0]
-    return parts[0] * 1000 + parts[1] * 100 + parts[2]
-
-
 def write_trt_cache(path: str | Path, amax: dict[str, float], *, tensorrt_version: str | None,
                     algorithm: str = DEFAULT_CACHE_ALGORITHM) -> Path:
     """Write per-tensor activation ranges (amax) as a TensorRT calibration cache."""
     if algorithm not in CACHE_ALGORITHMS:
         raise EdgepruneError(f"unknown TensorRT calibration algorithm {algorithm!r}; choose one "
                              f"of: {', '.join(CACHE_ALGORITHMS)}")
-    lines = [f"TRT-{trt_version_code(tensorrt_version)}-{algorithm}"]
+    from edgeprune.tensorrt_caps import TensorRT
+
+    lines = [f"TRT-{TensorRT.parse(tensorrt_version).code}-{algorithm}"]
     for name in sorted(amax):
         # A zero range would give a zero scale, which TensorRT rejects: use the smallest normal.
         scale = max(float(amax[name]) / INT8_MAX, float(np.finfo(np.float32).tiny))

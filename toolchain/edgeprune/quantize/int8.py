@@ -126,8 +126,11 @@ def calibrate(fp32_onnx: Path, source: CalibrationSource, recipe: CalibrationRec
 
 
 def quantize_int8(fp32_onnx: Path, out_path: Path, source: CalibrationSource,
-                  recipe: CalibrationRecipe, flavour: Flavour, on_batch=None) -> Int8Output:
-    """Calibrate on ``source`` and write the ``flavour`` QDQ model to ``out_path``."""
+                  recipe: CalibrationRecipe, flavour: Flavour, on_batch=None, *,
+                  workdir: Path | None = None) -> Int8Output:
+    """Calibrate on ``source`` and write the ``flavour`` QDQ model to ``out_path``; scratch
+    files go into a folder under ``workdir`` (the build directory's, so nothing leaks outside
+    it after a kill; None: the system's temporary folder)."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
@@ -141,7 +144,7 @@ def quantize_int8(fp32_onnx: Path, out_path: Path, source: CalibrationSource,
              "OpTypesToExcludeOutputQuantization": list(flavour.unquantized_outputs)}
     if recipe.method == "percentile":
         extra["CalibPercentile"] = recipe.percentile
-    with tempfile.TemporaryDirectory(prefix="edgeprune-int8-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edgeprune-int8-", dir=workdir) as tmp:
         tmp = Path(tmp)
         ranges = calibrate(fp32_onnx, source, recipe, flavour, tmp, on_batch)
         # Calibrate once: quantize_static reads the ranges back from its JSON cache.

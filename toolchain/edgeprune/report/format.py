@@ -134,7 +134,16 @@ def layers_section(v: dict) -> list[tuple]:
             + ([("p", f"…and {more} more layers in report.json.")] if more > 0 else []))
 
 
+def precision_section(choice: dict | None) -> list[tuple]:
+    """Why the build runs at its precision (decided once, against the target)."""
+    if not choice or not isinstance(choice, dict) or not choice.get("precision"):
+        return []
+    return [("h", 2, "Precision"), ("p", f"{choice['precision']} (asked for "
+                                         f"{choice.get('requested')}): {choice.get('reason')}")]
+
+
 def sections(report: dict) -> list[tuple]:
-    """What follows the summary table: energy, pruning, the final variant's layers."""
-    return (energy_section(report) + pruning_section(report.get("pruning"))
-            + layers_section(final_variant(report)))
+    """What follows the summary table: the precision's reason, energy, pruning, the final
+    variant's layers."""
+    return (precision_section(report.get("precision_choice")) + energy_section(report)
+            + pruning_section(report.get("pruning")) + layers_section(final_variant(report)))
