@@ -227,6 +227,7 @@ def quantize_model(loaded, fp32_onnx: Path, data, precision: str, target, out_di
     if data is not None:
         data = data_for_model(loaded, data)
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out_dir))
     try:
@@ -235,6 +236,10 @@ def quantize_model(loaded, fp32_onnx: Path, data, precision: str, target, out_di
         fp32_acc = job.accuracy(Path(fp32_onnx)) if precision != "fp32" else entry["accuracy"]
         entry = _finish_entry(entry, job, precision, fp32_acc)
         _move_into(stage, out_dir)
+    except BaseException:
+        if created:  # a failed first run leaves no folder behind
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     _merge_json(out_dir / QUANTIZE_JSON, precision, entry)
