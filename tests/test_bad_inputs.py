@@ -30,15 +30,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 slow = pytest.mark.slow
-# Defects outside the files these rows were written with; each names where the fix belongs.
-PROGRESS_LINE = pytest.mark.xfail(strict=True, reason="an error inside the CLI's progress "
-                                  "display leaves an empty line on stderr (cli/app.py)")
-PRUNE_OUT = pytest.mark.xfail(strict=True, reason="prune creates OUT/stages before --device is "
-                              "first used (PruneConfig.validate should call "
-                              "edgeprune.train.resolve_device: prune/mspic.py), inside the "
-                              "progress display (cli/app.py)")
-BUILD_OUT = pytest.mark.xfail(strict=True, reason="build creates --out before it loads the "
-                              "model and data (build.py run_build), and shows progress")
 
 
 # ---------------------------------------------------------------- running the CLI
@@ -340,18 +331,18 @@ BAD_INPUTS = [
     pytest.param(npy_as_npz, "single array (.npy)", id="npz-is-npy", marks=slow),
     # training
     pytest.param(lambda tmp: [*train_on("digits", tmp), "--device", "cuda:99"],
-                 "--device cuda:99", id="train-device-absent", marks=[slow, PROGRESS_LINE]),
+                 "--device cuda:99", id="train-device-absent", marks=slow),
     pytest.param(lambda tmp: [*train_on("digits", tmp), "--device", "bogus"],
-                 "not a torch device", id="train-device-bogus", marks=[slow, PROGRESS_LINE]),
+                 "not a torch device", id="train-device-bogus", marks=slow),
     pytest.param(lambda tmp: ["train", "--arch", "densenet121", "--data", "digits", "--out",
                               out(tmp)], "cannot take input of shape (1, 8, 8)",
-                 id="train-arch-too-deep-for-8x8", marks=[slow, PROGRESS_LINE]),
+                 id="train-arch-too-deep-for-8x8", marks=slow),
     pytest.param(lambda tmp: ["prune", save_model(tmp), "--data", "digits", "--out", out(tmp),
                               "--device", "cuda:99"], "--device cuda:99",
-                 id="prune-device-absent", marks=[slow, PRUNE_OUT]),
+                 id="prune-device-absent", marks=slow),
     pytest.param(lambda tmp: ["build", save_model(tmp), "--target", "jetson-nano", "--data",
                               write_npz(tmp, y_train=STRAY), "--out", out(tmp)], "a stray",
-                 id="build-stray-label", marks=[slow, BUILD_OUT]),
+                 id="build-stray-label", marks=slow),
     # CIFAR-10 batches
     pytest.param(cifar(data=np.zeros((20, 3000), np.uint8)), "rows of 3072",
                  id="cifar-row-width"),

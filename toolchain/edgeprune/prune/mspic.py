@@ -113,6 +113,9 @@ class PruneConfig:
                     f"{', '.join(allowed)}")
         if self.score == "mi-shuffle" and self.shuffles < 1:
             bad(f"mi-shuffle needs at least 1 label shuffle, got {self.shuffles}")
+        from edgeprune.train import resolve_device
+
+        resolve_device(self.device)  # an absent GPU fails here, before OUT/stages exists
 
     def resolved(self) -> PruneConfig:
         """The options in effect: ``variant = paper`` fixes the paper's choices."""
