@@ -34,19 +34,13 @@ def build_cmd(
     seed: o.Seed = None,
     measure_host: o.MeasureHost = None,
     fps: o.Fps = None,
-    stages: int = typer.Option(None, "--stages", help="[prune] MSPIC stages."),
-    resolutions: str = typer.Option(None, "--resolutions", help="[prune] bin resolutions, e.g. "
-                                    "0.05,0.1,0.2 (or 'a,b;c,d' per stage)."),
-    max_error_increase: str = typer.Option(None, "--max-error-increase", help="[prune] ε in "
-                                           "[0, 1]: largest val-error increase per stage (or "
-                                           "a,b,...)."),
-    finetune_epochs: int = typer.Option(None, "--finetune-epochs", help="[prune] fine-tuning "
-                                        "epochs per stage."),
-    samples: int = typer.Option(None, "--samples", help="[prune] training images for the MI "
-                                "estimate."),
-    sigma2: float = typer.Option(None, "--sigma2", help="[prune] σ² of the MI estimator."),
-    target_reduction: float = typer.Option(None, "--target-reduction", help="[prune] stop once "
-                                           "this fraction of the parameters is removed."),
+    stages: o.Stages = None,
+    resolutions: o.Resolutions = None,
+    max_error_increase: o.MaxErrorIncrease = None,
+    finetune_epochs: o.FinetuneEpochs = None,
+    samples: o.Samples = None,
+    sigma2: o.Sigma2 = None,
+    target_reduction: o.TargetReduction = None,
     calibration_method: o.CalibrationMethod = None,
     calibration_samples: o.CalibrationSamples = None,
     binary_epochs: o.BinaryEpochs = None,

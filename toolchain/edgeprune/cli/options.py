@@ -50,6 +50,26 @@ BinaryEpochs = Annotated[int | None, typer.Option(
 DlaCore = Annotated[int | None, typer.Option(
     "--dla-core", help="Run on this DLA core, with GPU fallback (Xavier, Orin NX, AGX Orin).")]
 
+# MSPIC options that both `prune` and `build` take (build passes them to its [prune] stage).
+Stages = Annotated[int | None, typer.Option(
+    "--stages", help="MSPIC stages (each: score, remove, fine-tune) [default: 3].")]
+Resolutions = Annotated[str | None, typer.Option(
+    "--resolutions", help="Bin resolutions r, one policy each, e.g. 0.05,0.1,0.2; 'a,b;c,d' "
+                          "gives one list per stage.")]
+MaxErrorIncrease = Annotated[str | None, typer.Option(
+    "--max-error-increase", help="ε in [0, 1]: largest allowed increase of the validation error "
+                                 "(gates only); one value or one per stage (a,b,...).")]
+FinetuneEpochs = Annotated[int | None, typer.Option(
+    "--finetune-epochs", help="Fine-tuning epochs per pruning stage.")]
+Samples = Annotated[int | None, typer.Option(
+    "--samples", help="Training images for the MI estimate.")]
+Sigma2 = Annotated[float | None, typer.Option(
+    "--sigma2", help="Kernel variance σ² of the MI estimator (default: 1.0 × the median squared "
+                     "distance with --scaling median).")]
+TargetReduction = Annotated[float | None, typer.Option(
+    "--target-reduction", help="Stop pruning once this fraction of the target metric "
+                               "(parameters by default) is removed.")]
+
 
 def parse_floats(text: str, what: str) -> list[float] | list[list[float]]:
     """"0.05,0.1" → one list for all stages; "0.05,0.1;0.1,0.2" → one list per stage."""

@@ -19,29 +19,21 @@ def prune_cmd(
                              "mspic.png and stages/."),
     method: str = typer.Option(None, "--method", help="mspic, random or l1 (the baselines "
                                "remove as many units as MSPIC would)."),
-    stages: int = typer.Option(None, "--stages", help="Pruning stages (each: score, remove, "
-                               "fine-tune)."),
-    resolutions: str = typer.Option(None, "--resolutions", help="Bin "
-                                    "resolutions r, one policy each; 'a,b;c,d' gives one list "
-                                    "per stage."),
-    max_error_increase: str = typer.Option(None, "--max-error-increase", help="ε: largest "
-                                           "allowed increase of the validation error (absolute, "
-                                           "gates only); one value or one per stage."),
-    finetune_epochs: int = typer.Option(None, "--finetune-epochs", help="Fine-tuning epochs per "
-                                        "stage."),
+    stages: o.Stages = None,
+    resolutions: o.Resolutions = None,
+    max_error_increase: o.MaxErrorIncrease = None,
+    finetune_epochs: o.FinetuneEpochs = None,
     lr: float = typer.Option(None, "--lr", help="Fine-tuning learning rate (cosine to 0)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Fine-tuning mini-batch size."),
-    samples: int = typer.Option(None, "--samples", help="Training images for the MI estimate."),
-    sigma2: float = typer.Option(None, "--sigma2", help="Kernel variance σ² (default: 1.0 × "
-                                 "the median squared distance with --scaling median)."),
+    samples: o.Samples = None,
+    sigma2: o.Sigma2 = None,
     scaling: str = typer.Option(None, "--scaling", help="Feature scaling before the MI "
                                 "estimate: median, dim, or none (raw σ², as in the paper)."),
     clustering: str = typer.Option(None, "--clustering", help="bins (by resolution) or "
                                    "kmeans (optimal 1-D)."),
     clusters: str = typer.Option(None, "--clusters", help="kmeans: k per policy, e.g. 3,5,7 "
                                  "(default: as many as the bins)."),
-    target_reduction: float = typer.Option(None, "--target-reduction", help="Stop once this "
-                                           "fraction of --target-metric is removed."),
+    target_reduction: o.TargetReduction = None,
     target_metric: str = typer.Option(None, "--target-metric", help="units, params or "
                                       "macs."),
     variant: str = typer.Option(None, "--variant", help="default, or paper (raw σ², "
