@@ -262,12 +262,6 @@ def scale_factor(features, scaling: str) -> float:
     raise EdgepruneError(f"unknown MI scaling {scaling!r}; choose one of: {', '.join(SCALINGS)}")
 
 
-def scale_features(features, scaling: str) -> torch.Tensor:
-    """The features in float64, rescaled as ``scaling`` says (see the module docstring)."""
-    x = _as_f64(features)
-    return x / math.sqrt(scale_factor(x, scaling))
-
-
 def mutual_information(features, labels, config: MIConfig = MIConfig()) -> float:
     """I(T; Y) of one unit's features at the configured scaling and σ²."""
     return unit_score(features, labels, MIConfig(config.sigma2, config.scaling,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -380,8 +379,3 @@ def _finish(model, info, records, original, start, start_units, config, out_dir)
     plot_stages(record, out_dir / "mspic.png")
     return PruneResult(LoadedModel(model.eval(), info), summary, record, pruned_path)
 
-
-def params_reduction(summary: dict) -> float:
-    """Fraction of parameters removed, for printing."""
-    return 1 - summary["params_after"] / summary["params_before"] if summary[
-        "params_before"] else math.nan
