@@ -81,7 +81,8 @@ SCORE_NAMES = {"mi": "mi", "shuf": "mi-shuffle", "cond": "conditional"}
 def mspic_variants() -> dict[str, dict]:
     """PruneConfig overrides of every MSPIC variant the harness measures ("default" is
     whatever PruneConfig() defaults to; "paper" the published procedure)."""
-    out = {"paper": {"variant": "paper"}, "default": {}}
+    out = {"paper": {"variant": "paper"}, "default": {},
+           "default-units": {"objective": "units"}}
     for clustering in ("bins", "kmeans"):
         for s, score in SCORE_NAMES.items():
             for keep in ("first", "score", "cost"):
@@ -290,24 +291,23 @@ def cmd_paired(args) -> None:
     from edgeprune.prune.evaluate import finetuned_accuracy, random_same_composition, t_interval
     from edgeprune.units import list_units
 
+    size = f"_k{args.k}" if args.k else f"_eps{args.epsilon}"
     log = CACHE / (f"paired_{data_tag(args.data)}_{args.arch}_e{args.epochs}_{args.criterion}"
-                   f"_ft{args.finetune_epochs}.jsonl")
+                   f"{size}_ft{args.finetune_epochs}.jsonl")
     done = {}
     if log.is_file():
         for line in log.read_text().splitlines():
             r = json.loads(line)
             done[(r["seed"], r["what"])] = r
-    diffs, lines = [], []
+    diffs, lines, others = [], [], {}
     for seed in parse_seeds(args.seeds):
         loaded, data = trained(args.data, args.arch, seed, args.epochs)
         model = loaded.model
         units = list_units(model)
-        key = (seed, "criterion")
-        if key in done:
-            removed = [i for i, u in enumerate(units) if u.name in done[key]["removed"]]
-        else:
-            removed, _ = SeedState(model, data, seed).select(mspic_variants()[args.criterion],
-                                                             float(args.epsilon))
+        overrides = dict(mspic_variants()[args.criterion])
+        if args.k:  # a fixed count instead of ε: the k-means policy with m − k clusters
+            overrides["counts"] = [int(args.k)]
+        removed, ctx = SeedState(model, data, seed).select(overrides, float(args.epsilon))
         if not removed:
             print(f"seed {seed}: {args.criterion} removed nothing; no pair", flush=True)
             continue
@@ -315,6 +315,10 @@ def cmd_paired(args) -> None:
         sets = {"criterion": removed}
         for j in range(args.draws):
             sets[f"random{j}"] = list(random_same_composition(units, removed, rng))
+        # the strongest fixed-size baselines of the percentile tables, at the same size
+        k, costs = len(removed), ctx.single_costs()
+        sets["deepest"] = list(range(len(units) - k, len(units)))
+        sets["lowest-cost"] = sorted(sorted(range(len(units)), key=lambda i: (costs[i], i))[:k])
         accs = {}
         for what, s in sets.items():
             if (seed, what) not in done:
@@ -327,7 +331,9 @@ def cmd_paired(args) -> None:
                 print(f"seed {seed} {what} {s}: test {acc:.4f} "
                       f"({time.perf_counter() - t0:.0f} s)", flush=True)
             accs[what] = done[(seed, what)]["accuracy"]
-        rand = [v for w, v in accs.items() if w != "criterion"]
+        rand = [v for w, v in accs.items() if w.startswith("random")]
+        for name in ("deepest", "lowest-cost"):
+            others.setdefault(name, []).append(100 * (accs[name] - float(np.mean(rand))))
         d = 100 * (accs["criterion"] - float(np.mean(rand)))
         diffs.append(d)
         wins = sum(accs["criterion"] > r for r in rand)
@@ -344,6 +350,10 @@ def cmd_paired(args) -> None:
     print("\n".join(head + lines + [
         "", f"Mean paired difference over {len(diffs)} seeds: {mean:+.2f} points, 95% CI "
         f"[{mean - hw:+.2f}, {mean + hw:+.2f}]"]))
+    for name, ds in others.items():
+        m2, h2 = t_interval(ds)
+        print(f"{name} (same size) minus the random mean: {m2:+.2f} points, 95% CI "
+              f"[{m2 - h2:+.2f}, {m2 + h2:+.2f}]")
 
 
 def main(argv=None) -> None:

@@ -44,8 +44,11 @@ DEFAULT_SIGMA2 = {"median": 1.0, "dim": 0.5, "none": 1e-3}
 SCALINGS = tuple(DEFAULT_SIGMA2)
 CHUNK_BYTES = 64 * 2**20
 MEDIAN_SAMPLES = 1000  # rows used to find the median distance (its cost is quadratic)
-GRAM_BLOCK = 1024  # feature columns per float32 product, summed in float64
-SYM_BLOCK = 256    # rows per block of the symmetric product (smaller: nearer half the work)
+# Large blocks keep the float32 GEMMs efficient: on 2 cores, n = 2000 × d = 16384 took 2.1 s with
+# 4096 × 1000 blocks against 6.1 s with 1024 × 256 (whose smaller products waste more than the
+# symmetry saves); the float64 sum over blocks keeps the error near 2e-7 of a squared norm.
+GRAM_BLOCK = 4096  # feature columns per float32 product, summed in float64
+SYM_BLOCK = 1000   # rows per block of the symmetric product (smaller: nearer half the work)
 FULL_DIST_BYTES = 256 * 2**20  # up to this, all n² distances are held and computed once
 FLOAT32_MIN_WORK = 2**28  # n²·d from which the products run in float32 (blocks summed in f64)
 # mi: the bound; mi-shuffle: the bound minus its mean over label shuffles (the label-independent

@@ -41,6 +41,7 @@ def build_cmd(
     samples: o.Samples = None,
     sigma2: o.Sigma2 = None,
     target_reduction: o.TargetReduction = None,
+    objective: o.Objective = None,
     calibration_method: o.CalibrationMethod = None,
     calibration_samples: o.CalibrationSamples = None,
     binary_epochs: o.BinaryEpochs = None,
@@ -63,7 +64,7 @@ def build_cmd(
     opts.update({k: v for k, v in cli.items() if v is not None})
     prune = {**file.get("prune", {}), **o.given(
         stages=stages, finetune_epochs=finetune_epochs, samples=samples, sigma2=sigma2,
-        target_reduction=target_reduction,
+        target_reduction=target_reduction, objective=objective,
         resolutions=o.parse_floats(resolutions, "--resolutions") if resolutions else None,
         max_error_increase=o.epsilon(max_error_increase))}
     quantize = {**file.get("quantize", {}), **o.given(

@@ -54,8 +54,11 @@ DlaCore = Annotated[int | None, typer.Option(
 Stages = Annotated[int | None, typer.Option(
     "--stages", help="MSPIC stages (each: score, remove, fine-tune) [default: 3].")]
 Resolutions = Annotated[str | None, typer.Option(
-    "--resolutions", help="Bin resolutions r, one policy each, e.g. 0.05,0.1,0.2; 'a,b;c,d' "
-                          "gives one list per stage.")]
+    "--resolutions", help="With --clustering bins: bin resolutions r, one policy each, e.g. "
+                          "0.05,0.1,0.2; 'a,b;c,d' gives one list per stage.")]
+Objective = Annotated[str | None, typer.Option(
+    "--objective", help="Among the policies within ε, take the one that removes the most: "
+                        "units, params or macs [default: macs].")]
 MaxErrorIncrease = Annotated[str | None, typer.Option(
     "--max-error-increase", help="ε in [0, 1]: largest allowed increase of the validation error "
                                  "(gates only); one value or one per stage (a,b,...).")]

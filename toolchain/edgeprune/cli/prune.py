@@ -29,10 +29,12 @@ def prune_cmd(
     sigma2: o.Sigma2 = None,
     scaling: str = typer.Option(None, "--scaling", help="Feature scaling before the MI "
                                 "estimate: median, dim, or none (raw σ², as in the paper)."),
-    clustering: str = typer.Option(None, "--clustering", help="bins (by resolution) or "
-                                   "kmeans (optimal 1-D)."),
+    clustering: str = typer.Option(None, "--clustering", help="kmeans (optimal 1-D, one "
+                                   "policy per k) or bins (by resolution, as the paper) "
+                                   "[default: kmeans]."),
     clusters: str = typer.Option(None, "--clusters", help="kmeans: k per policy, e.g. 3,5,7 "
-                                 "(default: as many as the bins)."),
+                                 "(default: every k from 1 to the number of units − 1)."),
+    objective: o.Objective = None,
     target_reduction: o.TargetReduction = None,
     target_metric: str = typer.Option(None, "--target-metric", help="units, params or "
                                       "macs."),
@@ -63,7 +65,7 @@ def prune_cmd(
         batch_size=batch_size, samples=samples, sigma2=sigma2, scaling=scaling,
         clustering=clustering, target_reduction=target_reduction, target_metric=target_metric,
         seed=seed, device=device, variant=variant, score=score, keep=keep,
-        epsilon_mode=epsilon_mode,
+        epsilon_mode=epsilon_mode, objective=objective,
         resolutions=o.parse_floats(resolutions, "--resolutions") if resolutions else None,
         max_error_increase=o.epsilon(max_error_increase),
         ks=[int(k) for k in o.parse_floats(clusters, "--clusters")] if clusters else None,

@@ -5,8 +5,9 @@ units, gated validation error, MI scores on demand) and returns a :class:`Select
 :mod:`edgeprune.prune.mspic` then removes, fine-tunes and checkpoints identically, so criteria
 compare at equal compression.
 
-- ``mspic``: cluster the units by I(T_l; Y), one policy per resolution, keep the policy that
-  removes the most units with validation error increase ≤ ε (gates only, no retraining).
+- ``mspic``: cluster the units by their score (one k-means policy per k, or one binning per
+  resolution), keep the policy that saves the most of the objective (units, params or MACs)
+  with validation error increase ≤ ε (gates only, no retraining).
 - ``random``: as many units as MSPIC would remove at this stage (or ``counts[t]``), at random.
 - ``l1``: as many units, those with the smallest L1 norm of their removable weights (the
   residual branch of a projection unit, the whole layer otherwise).
@@ -57,8 +58,11 @@ class StageContext:
     on_policy: Callable[[], None] | None = None
     keep: str = "first"               # which unit a cluster keeps: first | score | cost
     reference_error: float | None = None  # ε is measured from here (None: base_error)
+    objective: str = "units"          # units | params | macs: what the chosen policy maximises
+    costs_fn: Callable[[], list] | None = None  # per unit: what removing it saves (.params, .macs)
     _errors: dict = field(default_factory=dict)
     _mi: dict | None = None
+    _costs: list | None = None
 
     @property
     def reference(self) -> float:
@@ -74,6 +78,14 @@ class StageContext:
         if self.keep == "score":
             return list(values)
         return self.single_costs()
+
+    def saving(self, removed) -> float:
+        """What removing ``removed`` saves, in the objective's unit (the sum over the units)."""
+        if self.objective == "units" or self.costs_fn is None:
+            return float(len(removed))
+        if self._costs is None:
+            self._costs = self.costs_fn()
+        return float(sum(getattr(self._costs[i], self.objective) for i in removed))
 
     def mi(self) -> dict[int, float]:
         if self._mi is None:
@@ -179,17 +191,20 @@ def _policy_record(ctx: StageContext, p: Policy, err: float) -> dict:
         "removed": [names[i] for i in p.removed],
         "val_error": err,
         "error_increase": err - ctx.base_error,
+        "saving": ctx.saving(p.removed),
+        "objective": ctx.objective,
         "qualifies": err - ctx.reference <= ctx.epsilon + 1e-12,
     }
 
 
 def _choose(records: list[dict]) -> int | None:
-    """The qualifying policy that removes the most units (then: lowest error, first given)."""
+    """The qualifying policy that saves the most of the objective (then: more units, lower
+    error, first given)."""
     best = None
     for i, r in enumerate(records):
         if not r["qualifies"] or not r["removed"]:
             continue
-        key = (-len(r["removed"]), r["val_error"], i)
+        key = (-r["saving"], -len(r["removed"]), r["val_error"], i)
         if best is None or key < best[0]:
             best = (key, i)
     return best[1] if best else None

@@ -24,13 +24,13 @@ import torch
 
 from edgeprune.atomic import write_json
 from edgeprune.checkpoint import LoadedModel, ModelInfo, load_model, save_checkpoint
-from edgeprune.complexity import model_complexity
+from edgeprune.complexity import model_complexity, unit_complexity
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.information import SCALINGS, SCORES, MIConfig, unit_information
 from edgeprune.models import create_model
 from edgeprune.prune.methods import StageContext, gated_val_error, get_method, list_methods
-from edgeprune.prune.policies import CLUSTERINGS, KEEP_RULES, kmeans_ks
+from edgeprune.prune.policies import CLUSTERINGS, KEEP_RULES, OBJECTIVES, every_k
 from edgeprune.surgery import remove_units
 from edgeprune.train import TrainConfig, evaluate, train
 from edgeprune.units import list_units
@@ -43,7 +43,7 @@ EPSILON_MODES = ("stage", "budget", "absolute")
 VARIANTS = ("default", "paper")
 # --variant paper: the procedure exactly as published (Algorithm 1 of the seed paper)
 PAPER = {"scaling": "none", "sigma2": None, "score": "mi", "keep": "first",
-         "epsilon_mode": "absolute"}
+         "epsilon_mode": "absolute", "clustering": "bins", "objective": "units"}
 
 
 @dataclass
@@ -61,8 +61,11 @@ class PruneConfig:
     samples: int = 2000                # training images for the MI estimate
     sigma2: float | None = None        # None = the scaling's default
     scaling: str = "median"            # median | dim | none (raw σ², the paper's)
-    clustering: str = "bins"           # bins | kmeans
-    ks: list | None = None             # kmeans: k per policy (default from the resolutions)
+    # kmeans with a policy for every k ranked units best when ε chooses the set
+    # (benchmarks/criteria.py, README); bins is the paper's clustering (--variant paper)
+    clustering: str = "kmeans"         # kmeans | bins
+    ks: list | None = None             # kmeans: k per policy (default: every k from 1 to m−1)
+    objective: str = "macs"            # what the chosen policy removes most of (OBJECTIVES)
     target_reduction: float | None = None  # stop once this fraction of target_metric is gone
     target_metric: str = "params"      # units | params | macs
     counts: list | None = None         # baselines: units to remove per stage (else MSPIC's count)
@@ -105,11 +108,13 @@ class PruneConfig:
         if self.samples < 10 or self.finetune_epochs < 0 or self.batch_size < 1:
             bad("samples must be ≥ 10, finetune epochs ≥ 0 and batch size ≥ 1")
         choices = {"variant": VARIANTS, "score": SCORES, "keep": KEEP_RULES,
-                   "epsilon_mode": EPSILON_MODES}
+                   "epsilon_mode": EPSILON_MODES, "objective": OBJECTIVES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 bad(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}; choose one of: "
                     f"{', '.join(allowed)}")
+        if self.ks is not None and not all(int(k) >= 1 for k in self.ks):
+            bad(f"cluster counts must be ≥ 1, got {self.ks}")
         if self.score == "mi-shuffle" and self.shuffles < 1:
             bad(f"mi-shuffle needs at least 1 label shuffle, got {self.shuffles}")
         from edgeprune.train import resolve_device
@@ -194,14 +199,16 @@ def prune_model(loaded: LoadedModel, data: Dataset, config: PruneConfig, out_dir
 
 
 def stage_context(t: int, model, data: Dataset, config: PruneConfig, x_mi, y_mi,
-                  original_error: float | None = None, progress=None) -> StageContext:
+                  original_error: float | None = None, progress=None,
+                  input_shape: tuple | None = None) -> StageContext:
     """What a method decides stage ``t`` on (also used by benchmarks/criteria.py)."""
+    shape = tuple(input_shape or data.input_shape)
     units = list_units(model)
     base = evaluate(model, data, "val", device=config.device).error
     model.cpu()
     params = config.resolutions_at(t)
     if config.clustering == "kmeans":
-        params = [int(k) for k in config.ks] if config.ks else kmeans_ks(params, len(units))
+        params = [int(k) for k in config.ks] if config.ks else every_k(len(units))
     reference = {"stage": None, "budget": base if original_error is None else original_error,
                  "absolute": 0.0}[config.epsilon_mode]
     return StageContext(
@@ -211,12 +218,13 @@ def stage_context(t: int, model, data: Dataset, config: PruneConfig, x_mi, y_mi,
         score_fn=lambda: _score(model, units, x_mi, y_mi, config, progress, t),
         error_fn=lambda removed: gated_val_error(model, units, removed, data),
         on_policy=_bar(progress, f"stage {t + 1}: policies", len(params)),
-        keep=config.keep, reference_error=reference)
+        keep=config.keep, reference_error=reference, objective=config.objective,
+        costs_fn=lambda: unit_complexity(model, shape, units))
 
 
 def _run_stage(t, model, info, data, config, x_mi, y_mi, shape, progress, original_error):
     before = model_complexity(model, shape)
-    ctx = stage_context(t, model, data, config, x_mi, y_mi, original_error, progress)
+    ctx = stage_context(t, model, data, config, x_mi, y_mi, original_error, progress, shape)
     units, base = ctx.units, ctx.base_error
     sel = get_method(config.method)(ctx)
     names = [units[i].name for i in sel.removed]

@@ -117,11 +117,14 @@ def build_policies(values: Sequence[float], clustering: str, parameters: Sequenc
     return policies
 
 
-def kmeans_ks(resolutions: Sequence[float], m: int) -> list[int]:
-    """The k for each resolution when ``kmeans`` is chosen without explicit ks: as many clusters
-    as the bins would have (⌈1/r⌉ + 1), at most the number of units."""
-    return [max(1, min(m, math.ceil(1 / r - 1e-9) + 1)) for r in resolutions]
+def every_k(m: int) -> list[int]:
+    """The k-means policies tried when no ks are given: every count of clusters from m − 1
+    (one unit removed) down to 1, so ε, not a resolution grid, decides how many units go."""
+    return list(range(max(1, m - 1), 0, -1))
 
 
-CLUSTERINGS = ("bins", "kmeans")
+CLUSTERINGS = ("kmeans", "bins")
 KEEP_RULES = ("first", "score", "cost")
+# What "removes the most" means when a stage picks among the policies within ε: units, or the
+# parameters or MACs the removed units cost (their sum over the removed units).
+OBJECTIVES = ("units", "params", "macs")
