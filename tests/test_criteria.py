@@ -42,3 +42,15 @@ def test_default_mspic_beats_chance(resnet20_digits_converged_path, digits, k):
     result = set_percentile(GatedScorer(loaded.model, data, "test"), removed)
     assert result["reference"] == "all"
     assert result["percentile"] > 0.5, result
+
+
+def test_default_chosen_by_epsilon_beats_chance(resnet20_digits_converged_path, digits):
+    """The way `prune` runs: ε (not a fixed count) decides the set, from k-means policies for
+    every k."""
+    loaded = load_model(resnet20_digits_converged_path)
+    data = data_for_model(loaded, digits)
+    removed, ctx = criterion_set(loaded.model, data, PruneConfig(max_error_increase=0.1))
+    assert len(ctx.parameters) == len(ctx.units) - 1  # one policy per k
+    assert removed, "the default removed nothing at ε = 0.1"
+    result = set_percentile(GatedScorer(loaded.model, data, "test"), removed)
+    assert result["percentile"] > 0.5, result

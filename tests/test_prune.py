@@ -260,3 +260,37 @@ def test_resume_with_other_options_refuses_and_names_them(mspic_run, tmp_path):
         prune_model(loaded, data, PruneConfig(**{**one, "samples": 200}, resume=True), tmp_path)
     # Without --resume it starts over, as before.
     prune_model(loaded, data, PruneConfig(**{**one, "samples": 200}), tmp_path)
+
+
+def test_objective_picks_the_policy_that_saves_most():
+    from edgeprune.prune.methods import _choose
+
+    records = [  # two qualifying policies: more units, or fewer units that cost more MACs
+        {"qualifies": True, "removed": ["a", "b"], "val_error": 0.1, "saving": 2.0},
+        {"qualifies": True, "removed": ["c"], "val_error": 0.1, "saving": 5.0},
+        {"qualifies": False, "removed": ["a", "b", "c"], "val_error": 0.5, "saving": 7.0},
+    ]
+    assert _choose(records) == 1
+    for r in records:
+        r["saving"] = float(len(r["removed"]))  # objective = units
+    assert _choose(records) == 0
+
+
+def test_every_k_is_one_policy_per_count():
+    from edgeprune.prune.policies import every_k
+
+    assert every_k(9) == [8, 7, 6, 5, 4, 3, 2, 1]
+    assert every_k(1) == [1]
+
+
+def test_cost_method_removes_the_cheapest_units(resnet20_digits, digits):
+    from edgeprune.checkpoint import data_for_model
+    from edgeprune.prune.evaluate import criterion_set
+
+    data = data_for_model(resnet20_digits, digits)
+    removed, ctx = criterion_set(resnet20_digits.model, data,
+                                 PruneConfig(method="cost", counts=[2], samples=100))
+    costs = ctx.single_costs()
+    assert len(removed) == 2
+    assert max(costs[i] for i in removed) <= min(
+        costs[i] for i in range(len(costs)) if i not in removed)

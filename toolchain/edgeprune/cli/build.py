@@ -25,8 +25,8 @@ def build_cmd(
     data: o.Data = None,
     out: Path = typer.Option(None, "--out", help="Build directory to write [default: out]."),
     precision: o.Precision = None,
-    method: str = typer.Option(None, "--method", help="Pruning method: mspic, random, l1 or "
-                               "none [default: mspic]."),
+    method: str = typer.Option(None, "--method", help="Pruning method: mspic, random, l1, "
+                               "cost or none [default: mspic]."),
     allow_emulated: o.AllowEmulated = None,
     resume: o.Resume = False,
     config: Path = typer.Option(None, "--config", help="edgeprune.toml with build options and "

@@ -17,8 +17,9 @@ def prune_cmd(
                              "imagefolder:DIR or digits."),
     out: Path = typer.Option(..., "--out", help="Directory for pruned.pt, mspic.json, "
                              "mspic.png and stages/."),
-    method: str = typer.Option(None, "--method", help="mspic, random or l1 (the baselines "
-                               "remove as many units as MSPIC would)."),
+    method: str = typer.Option(None, "--method", help="mspic, random, l1 or cost (the "
+                               "baselines remove as many units as MSPIC would; cost: those "
+                               "whose removal alone costs least) [default: mspic]."),
     stages: o.Stages = None,
     resolutions: o.Resolutions = None,
     max_error_increase: o.MaxErrorIncrease = None,
