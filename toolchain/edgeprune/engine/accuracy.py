@@ -32,7 +32,7 @@ def export_testset(data, path: str | Path) -> Path:
     return Path(path)
 
 
-class TestSet:
+class ExportedSplit:
     """The exported split; ``batches`` yields normalised float32 NCHW arrays and labels."""
 
     def __init__(self, path: str | Path):
@@ -85,7 +85,7 @@ def engine_accuracy(engine_path: str | Path, testset: str | Path, *,
     if device.tensorrt_version() is None:
         raise EdgepruneError("engine accuracy needs the tensorrt Python package: run it on the "
                              "device, in the edgeprune Jetson container (docker/README.md)")
-    data = TestSet(testset)
+    data = ExportedSplit(testset)
     runner = _EngineRunner(Path(engine_path), tuple(data.x.shape[1:]), max_batch)
     correct = 0
     try:

@@ -58,7 +58,7 @@ def gpu_clock(freqs: dict[str, dict[str, str]]) -> dict:
     """The GPU's devfreq node among ``{node: {"cur_freq": Hz, ...}}``: MHz and jetson_clocks."""
     node = next((n for n in sorted(freqs) if _GPU_NODE.search(n)), None)
     if node is None:
-        return {}
+        return {"gpu_node": None, "gpu_mhz": None, "jetson_clocks": None}
     f = freqs[node]
     cur, lo, hi = (_mhz(f.get(k)) for k in ("cur_freq", "min_freq", "max_freq"))
     return {"gpu_node": node, "gpu_mhz": cur, "gpu_min_mhz": lo, "gpu_max_mhz": hi,

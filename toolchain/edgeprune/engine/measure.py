@@ -65,22 +65,23 @@ def measure_build(cfg: MeasureConfig, log=print) -> dict:
 
 
 def engine_variant(report: dict, build: Path) -> dict:
-    """The report variant the engine was built from: the one whose ONNX file the engine plan
-    names, else the last (the most processed one)."""
+    """The report variant the engine runs: the one at the engine plan's precision (an fp16
+    engine is built from the fp32 ONNX with the FP16 flag: it is the fp16 variant), preferring
+    the one whose ONNX file the plan names; else the last variant (the most processed one)."""
     import json
 
     from edgeprune.engine.plan import PLAN_NAME
 
-    plan = build / BuildDir.ENGINE / PLAN_NAME
-    if plan.is_file():
-        try:
-            onnx = Path(json.loads(plan.read_text(encoding="utf-8"))["onnx"]).name
-        except (ValueError, KeyError, TypeError):
-            onnx = None
-        for v in report["variants"]:
-            if v.get("onnx") and Path(v["onnx"]).name == onnx:
-                return v
-    return report["variants"][-1]
+    plan_file = build / BuildDir.ENGINE / PLAN_NAME
+    try:
+        plan = json.loads(plan_file.read_text(encoding="utf-8")) if plan_file.is_file() else {}
+        onnx, precision = Path(str(plan.get("onnx", ""))).name, plan.get("precision")
+    except (ValueError, AttributeError):
+        onnx = precision = None
+    variants = report["variants"]
+    same = [v for v in variants if v["precision"] == precision] or variants
+    named = [v for v in same if v.get("onnx") and Path(v["onnx"]).name == onnx]
+    return (named or same)[-1]
 
 
 # ---------------------------------------------------------------- on the device
