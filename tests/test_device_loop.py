@@ -188,7 +188,7 @@ def test_profile_engine_on_the_device_with_trtexec(build_dir, tmp_path):
     assert d["timer"] == "trtexec" and d["state"]["nvpmodel"]["mode"] == "MAXN"
     assert d["layers_summary"]["measured_joined_ms"] == pytest.approx(
         3 * d["layers_summary"]["estimated_joined_ms"])
-    assert "tensorrt Python package" in d["accuracy_note"]  # trtexec alone runs no test split
+    assert "engine_accuracy.py" in d["accuracy_note"]  # trtexec alone runs no test split
 
 
 def test_refused_inputs(build_dir, tmp_path):
@@ -261,6 +261,37 @@ def test_targets_fit_cli(build_dir, tmp_path):
     assert wrong.exit_code == 2 and "not jetson-nano" in wrong.stderr
     usage = runner.invoke(app, ["targets", "fit", "jetson-nano"])
     assert usage.exit_code == 2 and "usage" in usage.stderr
+
+
+def test_accuracy_script_stands_alone_on_old_pythons(build_dir, tmp_path):
+    """engine_accuracy.py runs under JetPack's system Python (3.6 on JetPack 4.6) without
+    edgeprune: its grammar is 3.6's, it imports no edgeprune module, it fails in one line."""
+    import ast
+    import sys
+
+    script = build_dir / "engine" / "engine_accuracy.py"
+    tree = ast.parse(script.read_text(), feature_version=(3, 6))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree)
+                if isinstance(n, ast.Import | ast.ImportFrom)
+                for a in (n.names if isinstance(n, ast.Import) else [ast.alias(n.module or "")])}
+    assert imported <= {"argparse", "ctypes", "json", "sys", "numpy", "tensorrt"}
+    run = subprocess.run([sys.executable, "-I", str(script), str(build_dir / "engine" /
+                          "model.engine"), str(build_dir / "testset.npz")],
+                         capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert run.returncode == 2 and run.stderr.startswith("error: ")  # no tensorrt here
+
+
+def test_ingest_reads_the_accuracy_the_script_wrote(build_dir, tmp_path):
+    report = read_report(build_dir)
+    folder = _exports(report, tmp_path / "engine")
+    host = report["variants"][-1]["accuracy"]
+    (folder / "accuracy.json").write_text(json.dumps({"accuracy": host - 0.05, "images": 359,
+                                                      "batch": 1, "tensorrt": "10.3.0"}))
+    r = CliRunner().invoke(app, ["profile", str(build_dir), "--trtexec-dir", str(folder)])
+    assert r.exit_code == 0, r.output
+    acc = read_report(build_dir)["variants"][-1]["device"]["accuracy"]
+    assert acc["flagged"] and acc["gap"] == pytest.approx(0.05)
+    assert "check the int8 calibration" in (build_dir / "report.md").read_text()
 
 
 @pytest.mark.tensorrt

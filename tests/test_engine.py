@@ -116,8 +116,8 @@ def test_every_target_gets_a_valid_script(tmp_path, name):
     plan = json.loads((tmp_path / "engine" / "plan.json").read_text())
     assert plan["trtexec"] == result.plan["trtexec"] and plan["built_here"] is None
     assert any("not built here" in d for d in plan["decisions"])
-    assert sorted(p.name for p in (tmp_path / "engine").iterdir()) == ["build_engine.sh",
-                                                                      "plan.json"]
+    assert sorted(p.name for p in (tmp_path / "engine").iterdir()) == [
+        "build_engine.sh", "engine_accuracy.py", "plan.json"]
 
 
 def test_script_runs_the_docker_line(tmp_path):

@@ -106,8 +106,9 @@ def _measure_engine(cfg: MeasureConfig, variant: dict, out: Path, log) -> dict:
              "layers": join_layers_in(out, variant["layers"]), "files": str(out)}
     testset = Path(cfg.build_dir) / BuildDir.TESTSET
     if cfg.accuracy and testset.is_file() and device.tensorrt_version() is None:
-        found["accuracy_note"] = ("engine accuracy not measured: it runs through the tensorrt "
-                                  "Python package, which is not on this machine (trtexec is)")
+        found["accuracy_note"] = ("engine accuracy not measured here: the tensorrt Python "
+                                  "package does not import; run engine/engine_accuracy.py with "
+                                  "the system python3 and --trtexec-dir reads its accuracy.json")
     elif cfg.accuracy and testset.is_file():
         from edgeprune.atomic import write_json
         from edgeprune.engine.accuracy import engine_accuracy
