@@ -162,3 +162,18 @@ def test_build_command_exports_beside_the_engine(tmp_path):
     assert "--profilingVerbosity=detailed" in cmd and "--warmUp=2000" in cmd
     assert f"--exportTimes=engine/{TIMES_NAME}" in cmd
     assert f"--exportLayerInfo=engine/{LAYERS_NAME}" in cmd
+
+
+def test_device_profile_times_and_profiles_in_separate_runs():
+    """Power is sampled over the timing run alone: the profiler's run comes after it."""
+    from edgeprune.engine.trtexec import layer_profile_command, profile_command
+
+    timed = profile_command("m.engine", "trtexec", warmup_ms=2000, iterations=200, out_dir="d",
+                            tensorrt="8.2.1")
+    assert f"--exportTimes=d/{TIMES_NAME}" in timed
+    assert not any(a.startswith(("--exportProfile", "--exportLayerInfo")) for a in timed)
+    layers = layer_profile_command("m.engine", "trtexec", out_dir="d", tensorrt="10.3.0")
+    assert f"--exportProfile=d/{PROFILE_NAME}" in layers
+    assert f"--exportLayerInfo=d/{LAYERS_NAME}" in layers
+    old = layer_profile_command("m.engine", "trtexec", out_dir="d", tensorrt="8.0.1")
+    assert "--nvtxMode=verbose" in old and not any("LayerInfo" in a for a in old)

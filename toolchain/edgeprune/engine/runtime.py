@@ -64,26 +64,33 @@ def summarize(path: Path, times_ms, wall_s: float, power: dict, source: str) -> 
 
 def _trtexec_runner(path: Path, exe: str, export_dir):
     from edgeprune.engine.plan import TIMES_NAME
-    from edgeprune.engine.trtexec import profile_command
+    from edgeprune.engine.trtexec import layer_profile_command, profile_command
 
     def run(warmup_s: float, iterations: int):
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(export_dir or tmp)
             folder.mkdir(parents=True, exist_ok=True)
-            times = folder / TIMES_NAME
+            version = _trtexec_version(exe)
             cmd = profile_command(str(path), exe, warmup_ms=int(warmup_s * 1000),
-                                  iterations=iterations, out_dir=str(folder),
-                                  tensorrt=_trtexec_version(exe))
+                                  iterations=iterations, out_dir=str(folder), tensorrt=version)
             with PowerSampler() as sampler:
-                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0 or not times.is_file():
-                raise EdgepruneError(f"trtexec could not run {path} (exit {proc.returncode}): "
-                                     f"{proc.stdout[-300:]} {proc.stderr[-300:]}".strip())
-            times_ms, wall_s = parse_trtexec_times(times.read_text(), warmup_s * 1000)
+                _run_trtexec(cmd, path, folder / TIMES_NAME)
+            times_ms, wall_s = parse_trtexec_times((folder / TIMES_NAME).read_text(),
+                                                   warmup_s * 1000)
+            if export_dir is not None:  # after the sampled run: the profiler slows its runs
+                _run_trtexec(layer_profile_command(str(path), exe, out_dir=str(folder),
+                                                   tensorrt=version), path, None)
         # trtexec's warm-up is inside the sampled window: keep only the timed span's samples
         return times_ms, wall_s, _window(sampler, wall_s)
 
     return run
+
+
+def _run_trtexec(cmd: list[str], engine: Path, expect: Path | None) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or (expect is not None and not expect.is_file()):
+        raise EdgepruneError(f"trtexec could not run {engine} (exit {proc.returncode}): "
+                             f"{proc.stdout[-300:]} {proc.stderr[-300:]}".strip())
 
 
 def _trtexec_version(exe: str) -> str | None:

@@ -167,9 +167,21 @@ def write_build_script(plan: dict, target: Target, out_dir: Path) -> Path:
 def profile_command(engine: str, trtexec: str, *, warmup_ms: int, iterations: int,
                     out_dir: str, tensorrt: str | None = None) -> list[str]:
     """trtexec timing an existing engine: warm-up, then ``iterations`` runs, exporting the
-    times, the per-layer profile and the layer information into ``out_dir``."""
+    times into ``out_dir``; nothing else runs in it, so the power sampled meanwhile is the
+    timed runs' (the per-layer profile is :func:`layer_profile_command`'s second run)."""
     caps = TensorRT.parse(tensorrt)
-    return [trtexec, f"--loadEngine={engine}",
-            *measure_flags(caps, times=f"{out_dir}/{TIMES_NAME}",
-                           profile=f"{out_dir}/{PROFILE_NAME}", layers=f"{out_dir}/{LAYERS_NAME}",
-                           warmup_ms=warmup_ms, iterations=iterations)]
+    return [trtexec, f"--loadEngine={engine}", caps.profiling_flag(), f"--warmUp={warmup_ms}",
+            f"--iterations={iterations}", "--duration=0", "--noDataTransfers",
+            f"--exportTimes={out_dir}/{TIMES_NAME}"]
+
+
+def layer_profile_command(engine: str, trtexec: str, *, out_dir: str,
+                          tensorrt: str | None = None, iterations: int = 50) -> list[str]:
+    """trtexec exporting an existing engine's per-layer profile and layer information into
+    ``out_dir`` (the profiler slows the runs it watches: this run is not the timed one)."""
+    caps = TensorRT.parse(tensorrt)
+    cmd = [trtexec, f"--loadEngine={engine}", caps.profiling_flag(), "--warmUp=500",
+           f"--iterations={iterations}", "--duration=0", "--noDataTransfers",
+           f"--exportProfile={out_dir}/{PROFILE_NAME}"]
+    return cmd + ([f"--exportLayerInfo={out_dir}/{LAYERS_NAME}"] if caps.exports_layer_info
+                  else [])
