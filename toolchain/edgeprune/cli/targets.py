@@ -25,10 +25,11 @@ def targets_cmd(
 
     if name == "fit":
         return _fit(rest or [], out)
-    if rest:
+    if rest or out is not None:
         from edgeprune.errors import EdgepruneError
 
-        raise EdgepruneError(f"`edgeprune targets {name}` takes no more arguments; did you mean "
+        raise EdgepruneError(f"`edgeprune targets {name or ''}` takes no more arguments or "
+                             "--out; did you mean "
                              "`edgeprune targets fit TARGET PROFILES... --out FILE`?")
     if name:
         t = load_target(name)

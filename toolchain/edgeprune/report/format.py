@@ -178,7 +178,10 @@ def device_section(report: dict) -> list[tuple]:
             a = v["device"]["accuracy"]
             out.append(("p", f"{v['name']}: the engine's top-1 is {100 * a['gap']:.2f} points "
                              f"below ONNX Runtime's on the host (more than "
-                             f"{100 * a['max_gap']:.2f}): check the int8 calibration."))
+                             f"{100 * a['max_gap']:.2f}): "
+                             + ("check the int8 calibration." if v["precision"] == "int8" else
+                                "check the engine's precision (fp16 range, layers TensorRT "
+                                "ran in another precision).")))
     return out + device_layers_section(measured[-1])
 
 
