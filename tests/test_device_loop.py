@@ -4,6 +4,7 @@ build's report, the test split travels as testset.npz, and `targets fit` refits 
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -195,8 +196,11 @@ def test_refused_inputs(build_dir, tmp_path):
     runner = CliRunner()
     both = runner.invoke(app, ["profile", str(build_dir), "--engine", "e", "--trtexec-dir", "d"])
     assert both.exit_code == 2 and "not both or neither" in both.stderr
-    missing = runner.invoke(app, ["profile", str(build_dir), "--trtexec-dir", str(tmp_path)])
+    fresh = tmp_path / "fresh"
+    shutil.copytree(build_dir, fresh, ignore=shutil.ignore_patterns("device"))
+    missing = runner.invoke(app, ["profile", str(fresh), "--trtexec-dir", str(tmp_path)])
     assert missing.exit_code == 2 and "--exportTimes" in missing.stderr
+    assert not (fresh / "device").exists()  # a refused run leaves nothing behind
     gap = runner.invoke(app, ["profile", str(build_dir), "--trtexec-dir", str(tmp_path),
                               "--max-accuracy-gap", "5"])
     assert gap.exit_code == 2 and "fraction" in gap.stderr

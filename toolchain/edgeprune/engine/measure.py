@@ -47,8 +47,7 @@ def measure_build(cfg: MeasureConfig, log=print) -> dict:
                              "build_engine.sh wrote on the device), not both or neither")
     report = read_report(build)
     variant = engine_variant(report, build)
-    out = build / DEVICE_DIR
-    out.mkdir(exist_ok=True)
+    out = build / DEVICE_DIR  # created once there is something to keep
     found = (_measure_engine(cfg, variant, out, log) if cfg.engine
              else _read_files(Path(cfg.trtexec_dir), variant, out, log))
     device = device_record(found, variant, report, cfg.max_accuracy_gap)
@@ -115,6 +114,7 @@ def _measure_engine(cfg: MeasureConfig, variant: dict, out: Path, log) -> dict:
 
         log(f"running the test split ({testset.name}) through the engine")
         found["accuracy"] = engine_accuracy(cfg.engine, testset)
+        out.mkdir(exist_ok=True)
         write_json(out / ACCURACY_NAME, found["accuracy"])
     elif cfg.accuracy:
         found["accuracy_note"] = (f"no {testset.name} in the build directory (built without "
@@ -148,6 +148,7 @@ def _read_files(folder: Path, variant: dict, out: Path, log) -> dict:
     state_file = folder / STATE_NAME
     state = parse_state_file(state_file.read_text(errors="replace")) if state_file.is_file() \
         else None
+    out.mkdir(exist_ok=True)
     for name in (TIMES_NAME, PROFILE_NAME, LAYERS_NAME, LOG_NAME, STATE_NAME, ACCURACY_NAME):
         src = folder / name
         if src.is_file() and src.resolve() != (out / name).resolve():
