@@ -135,7 +135,7 @@ def test_build_script_then_ingest_fills_the_report(build_dir, tmp_path):
     report = read_report(build_dir)
     exports = _exports(report, tmp_path / "exports")
     docker = ('#!/usr/bin/env bash\nset -e\ntouch engine/model.engine\n'
-              f'cp {exports}/*.json engine/\necho "[I] Warmup: 2000ms"\n'
+              f'cp {exports}/*.json engine/\necho "[I] Duration: 0s (+ 2000ms warm up)"\n'
               'echo "[I] TensorRT version: 10.3.0"\n')
     bin_dir = tmp_path / "bin"
     _stand_in(bin_dir, "docker", docker)

@@ -177,3 +177,11 @@ def test_device_profile_times_and_profiles_in_separate_runs():
     assert f"--exportLayerInfo=d/{LAYERS_NAME}" in layers
     old = layer_profile_command("m.engine", "trtexec", out_dir="d", tensorrt="8.0.1")
     assert "--nvtxMode=verbose" in old and not any("LayerInfo" in a for a in old)
+
+
+def test_warm_up_read_from_trtexec_logs():
+    from edgeprune.engine.measure import _warmup_ms
+
+    assert _warmup_ms((FIXTURES / "8.2" / "trtexec.log").read_text()) == 2000
+    assert _warmup_ms("[I] Duration: 0s (+ 500ms warm up)") == 500
+    assert _warmup_ms("no options here") is None

@@ -174,9 +174,9 @@ def _read_files(folder: Path, variant: dict, out: Path, log) -> dict:
 
 
 def _warmup_ms(log: str) -> float | None:
-    """trtexec's warm-up from its log ("Warmup: 2000ms" under Inference Options), or from the
-    command line it echoes (--warmUp=2000)."""
-    m = re.search(r"Warmup: (\d+)\s*ms", log) or re.search(r"--warmUp=(\d+)", log)
+    """trtexec's warm-up from its log: the command line it echoes (--warmUp=2000), or its
+    Inference Options ("Duration: 0s (+ 2000ms warm up)")."""
+    m = re.search(r"--warmUp=(\d+)", log) or re.search(r"\(\+ (\d+)ms warm up\)", log)
     return float(m.group(1)) if m else None
 
 
