@@ -190,6 +190,16 @@ def test_profile_engine_on_the_device_with_trtexec(build_dir, tmp_path):
     assert d["layers_summary"]["measured_joined_ms"] == pytest.approx(
         3 * d["layers_summary"]["estimated_joined_ms"])
     assert "engine_accuracy.py" in d["accuracy_note"]  # trtexec alone runs no test split
+    # once engine_accuracy.py has run with the system Python, its result is taken
+    (build_dir / "engine" / "accuracy.json").write_text('{"accuracy": 0.5, "images": 359}')
+    r = CliRunner().invoke(app, ["profile", str(build_dir), "--engine", str(engine)], env=env)
+    assert r.exit_code == 0, r.output
+    acc = read_report(build_dir)["variants"][-1]["device"]["accuracy"]
+    assert acc["engine"] == 0.5 and acc["flagged"]
+    (build_dir / "engine" / "accuracy.json").write_text('{"accuracy": 7}')
+    bad = CliRunner().invoke(app, ["profile", str(build_dir), "--engine", str(engine)], env=env)
+    assert bad.exit_code == 2 and "not an accuracy record" in bad.stderr
+    (build_dir / "engine" / "accuracy.json").unlink()
 
 
 def test_refused_inputs(build_dir, tmp_path):

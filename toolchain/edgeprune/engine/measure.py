@@ -104,10 +104,14 @@ def _measure_engine(cfg: MeasureConfig, variant: dict, out: Path, log) -> dict:
                                                 "energy_mj")},
              "layers": join_layers_in(out, variant["layers"]), "files": str(out)}
     testset = Path(cfg.build_dir) / BuildDir.TESTSET
-    if cfg.accuracy and testset.is_file() and device.tensorrt_version() is None:
+    script_result = Path(cfg.build_dir) / BuildDir.ENGINE / ACCURACY_NAME
+    if cfg.accuracy and device.tensorrt_version() is None and script_result.is_file():
+        found["accuracy"] = _read_accuracy(script_result)  # engine_accuracy.py's, run before
+    elif cfg.accuracy and testset.is_file() and device.tensorrt_version() is None:
         found["accuracy_note"] = ("engine accuracy not measured here: the tensorrt Python "
                                   "package does not import; run engine/engine_accuracy.py with "
-                                  "the system python3 and --trtexec-dir reads its accuracy.json")
+                                  "the system python3 (it writes engine/accuracy.json, read "
+                                  "here next time)")
     elif cfg.accuracy and testset.is_file():
         from edgeprune.atomic import write_json
         from edgeprune.engine.accuracy import engine_accuracy
@@ -126,7 +130,6 @@ def _measure_engine(cfg: MeasureConfig, variant: dict, out: Path, log) -> dict:
 
 
 def _read_files(folder: Path, variant: dict, out: Path, log) -> dict:
-    import json
 
     from edgeprune.engine.device_state import parse_state_file
     from edgeprune.engine.plan import (
@@ -161,16 +164,24 @@ def _read_files(folder: Path, variant: dict, out: Path, log) -> dict:
                        "power_note": "power not measured: trtexec's files hold no power; run "
                                      "`edgeprune profile BUILD_DIR --engine` on the device"},
              "files": str(folder)}
-    acc = folder / ACCURACY_NAME
-    if acc.is_file():
-        try:
-            found["accuracy"] = json.loads(acc.read_text(encoding="utf-8"))
-            float(found["accuracy"]["accuracy"])
-        except (ValueError, KeyError, TypeError):
-            raise EdgepruneError(f"{acc} is not an accuracy record written by edgeprune") \
-                from None
+    if (folder / ACCURACY_NAME).is_file():
+        found["accuracy"] = _read_accuracy(folder / ACCURACY_NAME)
     log(f"read trtexec's files in {folder}")
     return found
+
+
+def _read_accuracy(path: Path) -> dict:
+    """engine_accuracy.py's result: {"accuracy": top-1 in [0, 1], "images", ...}."""
+    import json
+
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        if not 0 <= float(rec["accuracy"]) <= 1:
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise EdgepruneError(f"{path} is not an accuracy record written by engine_accuracy.py; "
+                             "run it again") from None
+    return rec
 
 
 def _warmup_ms(log: str) -> float | None:
