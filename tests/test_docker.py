@@ -12,6 +12,7 @@ from edgeprune.engine.docker import (
     engine_run_command,
     host_commands,
     image_build_command,
+    measure_run_command,
     profile_run_command,
 )
 from edgeprune.paths import REPO_ROOT
@@ -97,6 +98,7 @@ def test_readme_commands_are_the_checked_ones():
     lines = set(readme.splitlines())
     expected = [c for t in JETSONS for c in (image_build_command(t), engine_run_command(t),
                                              profile_run_command(t))] + host_commands()
+    expected.append(measure_run_command(load_target("jetson-orin-nano")))  # the device loop
     for cmd in expected:
         assert cmd in lines, f"docker/README.md lacks: {cmd}"
     shown = [ln for ln in lines if ln.startswith("docker ")]

@@ -11,16 +11,23 @@ import numpy as np
 import pytest
 from edgeprune.engine import make_engine
 from edgeprune.engine.plan import batch_shapes
-from edgeprune.engine.trtexec import trtexec_command
+from edgeprune.engine.trtexec import measure_flags, trtexec_command
 from edgeprune.errors import EdgepruneError
 from edgeprune.precision import check_precision
 from edgeprune.targets import list_targets, load_target
-from edgeprune.tensorrt_caps import parse_version
+from edgeprune.tensorrt_caps import TensorRT, parse_version
 from edgeprune.tensorrt_caps import version_from_log as trtexec_version
 from onnx_graphs import conv_relu, qdq_conv
 
 JETSONS = [n for n in list_targets() if load_target(n).runtime == "tensorrt"]
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+
+
+def _measure(version: str) -> list[str]:
+    """What every build command also measures and exports (test_trt_profile.py checks them)."""
+    return measure_flags(TensorRT.parse(version), times="engine/trtexec.times.json",
+                         profile="engine/trtexec.profile.json",
+                         layers="engine/trtexec.layers.json")
 
 
 def _engine(tmp_path, target, precision, onnx=None, **kw):
@@ -33,7 +40,7 @@ def test_jetson_nano_tensorrt_8_2_fp16(tmp_path):
     assert result.kind == "script" and result.path == tmp_path / "engine" / "build_engine.sh"
     assert result.plan["trtexec"] == [
         TRTEXEC, "--onnx=model.onnx", "--saveEngine=engine/model.engine", "--workspace=512",
-        "--fp16", "--timingCacheFile=engine/timing.cache"]
+        "--fp16", "--timingCacheFile=engine/timing.cache", *_measure("8.2.1")]
     assert result.plan["docker"][:8] == ["docker", "run", "--rm", "--runtime", "nvidia", "-v",
                                          "$ROOT:/build", "-w"]
     assert "nvcr.io/nvidia/l4t-tensorrt:r8.2.1-runtime" in result.plan["docker"]
@@ -44,14 +51,15 @@ def test_jetson_agx_orin_tensorrt_10_int8_qdq_is_strongly_typed(tmp_path):
     assert result.plan["trtexec"] == [
         TRTEXEC, "--onnx=q.onnx", "--saveEngine=engine/model.engine",
         "--memPoolSize=workspace:4096", "--stronglyTyped",
-        "--timingCacheFile=engine/timing.cache"]
+        "--timingCacheFile=engine/timing.cache", *_measure("10.3.0")]
     assert result.plan["int8_mode"] == "explicit-qdq"
 
 
 def test_jetson_agx_orin_fp16_and_dla(tmp_path):
     cmd = _engine(tmp_path, "jetson-agx-orin", "fp16", dla_core=1).plan["trtexec"]
     assert cmd[3:] == ["--memPoolSize=workspace:4096", "--fp16", "--useDLACore=1",
-                       "--allowGPUFallback", "--timingCacheFile=engine/timing.cache"]
+                       "--allowGPUFallback", "--timingCacheFile=engine/timing.cache",
+                       *_measure("10.3.0")]
     assert not any(a.startswith("--workspace") for a in cmd)
 
 
@@ -85,8 +93,10 @@ def test_dynamic_batch_profile_flags(tmp_path):
         _engine(tmp_path, "jetson-orin-nx", "fp16", onnx=onnx)
     shapes = batch_shapes(onnx, "1,4,16")
     cmd = _engine(tmp_path, "jetson-orin-nx", "fp16", onnx=onnx, shapes=shapes).plan["trtexec"]
-    assert cmd[-3:] == ["--minShapes=input:1x3x8x8", "--optShapes=input:4x3x8x8",
-                        "--maxShapes=input:16x3x8x8"]
+    measure = _measure("10.3.0")
+    assert cmd[-len(measure):] == measure
+    assert cmd[-len(measure) - 3:-len(measure)] == [
+        "--minShapes=input:1x3x8x8", "--optShapes=input:4x3x8x8", "--maxShapes=input:16x3x8x8"]
     with pytest.raises(EdgepruneError, match="MIN,OPT,MAX"):
         batch_shapes(onnx, "4,2,1")
 
@@ -106,8 +116,8 @@ def test_every_target_gets_a_valid_script(tmp_path, name):
     plan = json.loads((tmp_path / "engine" / "plan.json").read_text())
     assert plan["trtexec"] == result.plan["trtexec"] and plan["built_here"] is None
     assert any("not built here" in d for d in plan["decisions"])
-    assert sorted(p.name for p in (tmp_path / "engine").iterdir()) == ["build_engine.sh",
-                                                                      "plan.json"]
+    assert sorted(p.name for p in (tmp_path / "engine").iterdir()) == [
+        "build_engine.sh", "engine_accuracy.py", "plan.json"]
 
 
 def test_script_runs_the_docker_line(tmp_path):

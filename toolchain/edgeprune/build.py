@@ -377,6 +377,7 @@ def stage_export(ctx: Context) -> Exported:
     once, as model.onnx)."""
     from edgeprune.export import export_onnx
 
+    _export_testset(ctx)
     shape = tuple(ctx.result("load").input_shape)
     pruned = ctx.result("prune")
     if pruned is None or pruned.checkpoint is None:
@@ -396,6 +397,16 @@ def stage_export(ctx: Context) -> Exported:
         acc = evaluate(model, ctx.data(), "test").accuracy
     return Exported(BuildDir.ORIGINAL_ONNX, original.to_dict(), BuildDir.MODEL_ONNX,
                     rep.to_dict(), acc)
+
+
+def _export_testset(ctx: Context) -> None:
+    """The test split as the device's engine-accuracy run reads it (no torch, no data spec)."""
+    if ctx.data() is None:
+        return
+    from edgeprune.engine.accuracy import export_testset
+
+    export_testset(ctx.data(), ctx.out / BuildDir.TESTSET)
+    ctx.log(f"exported the test split for the device: {BuildDir.TESTSET}")
 
 
 def stage_quantize(ctx: Context) -> Quantized:

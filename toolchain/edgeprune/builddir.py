@@ -30,6 +30,8 @@ class BuildDir:
     ORIGINAL_ONNX, MODEL_ONNX = "original.onnx", "model.onnx"
     QUANTIZE_JSON, CALIBRATION_CACHE = "quantize.json", "calibration.cache"
     ENGINE = "engine"
+    TESTSET = "testset.npz"  # the test split for the device's engine accuracy (engine/accuracy.py)
+    DEVICE = "device"  # what `edgeprune profile BUILD_DIR` read or measured on the device
     REPORTS = ("report.json", "report.md", "report.html")
     WORK = ".work"  # scratch files of a running build (removed when it ends)
     # What a quantize stage may write (see edgeprune.quantize).
@@ -70,7 +72,8 @@ class BuildDir:
         """Every file and folder a build writes here (what a fresh build clears first)."""
         return [self.STATE, self.RECORD, self.PRUNED, self.MSPIC_JSON, self.MSPIC_PNG,
                 self.STAGES, self.ORIGINAL_ONNX, self.MODEL_ONNX, self.QUANTIZE_JSON,
-                self.CALIBRATION_CACHE, self.ENGINE, self.WORK, *self.QUANTIZED, *self.REPORTS]
+                self.CALIBRATION_CACHE, self.ENGINE, self.TESTSET, self.DEVICE, self.WORK,
+                *self.QUANTIZED, *self.REPORTS]
 
     # ------------------------------------------------ checks and lifecycle
 

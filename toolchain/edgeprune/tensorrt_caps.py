@@ -11,6 +11,11 @@ the release notes' (jetson.md, the TensorRT 8.x-to-10.x migration guide):
 - QDQ graphs are built strongly typed (``--stronglyTyped``, no precision flags) from 10;
 - explicit batch is a network flag before 10 and the only mode from 10 on;
 - implicit int8 calibration (a calibration cache, no Q/DQ) is deprecated from 10.1 and gone in 11;
+- per-layer profiling: trtexec's ``--profilingVerbosity=detailed`` (8.2 on; 8.0 spelt it
+  ``--nvtxMode=verbose``) stores the layer details in the engine, and ``--exportLayerInfo``
+  (the engine inspector, 8.2 on) writes them; 8.6 added each layer's ONNX node names
+  ("Metadata"); ``--exportProfile`` has ``medianMs`` from 8.4; ``--exportTimes`` lists the
+  warm-up runs too before 8.5 (trtexec's samples/common/sampleReporting.cpp per release);
 - NV_TENSORRT_VERSION, the code in a calibration cache's header and trtexec's banner, is
   major*1000 + minor*100 + patch before 10 (8.2.1 -> 8201, NvInferRuntimeCommon.h) and
   major*10000 + minor*100 + patch from 10 on (10.3.0 -> 100300, NvInferRuntimeBase.h).
@@ -110,6 +115,26 @@ class TensorRT:
         if self.version >= (11,):
             return "removed"
         return "deprecated" if self.version >= (10, 1) else "supported"
+
+    # ------------------------------------------------ profiling
+
+    def profiling_flag(self) -> str:
+        """The trtexec flag that keeps every layer's details in the engine (and its profile)."""
+        return "--profilingVerbosity=detailed" if self.version >= (8, 2) else "--nvtxMode=verbose"
+
+    @property
+    def exports_layer_info(self) -> bool:
+        return self.version >= (8, 2)
+
+    @property
+    def layer_metadata(self) -> bool:
+        """Layer information lists the ONNX nodes each layer came from ("Metadata")."""
+        return self.version >= (8, 6)
+
+    @property
+    def times_include_warmup(self) -> bool:
+        """``--exportTimes`` holds the warm-up runs too (drop those starting before warm-up)."""
+        return self.version < (8, 5)
 
     def same_release(self, other: TensorRT) -> bool:
         """Engines are bound to major.minor: same release for an engine's purposes."""

@@ -41,6 +41,7 @@ def make_engine(onnx_path: str | Path, target: Target, precision: str, out_dir: 
     write plan.json and build_engine.sh into ``out_dir``, and build the engine when this machine
     can (``build=False``: never). ``compat``: the graph's compatibility report, if checked."""
     from edgeprune.atomic import write_json
+    from edgeprune.engine.accuracy import copy_script
     from edgeprune.engine.builder import build_here
     from edgeprune.engine.trtexec import write_build_script
     from edgeprune.onnx_file import read_onnx
@@ -50,6 +51,7 @@ def make_engine(onnx_path: str | Path, target: Target, precision: str, out_dir: 
     plan = plan_engine(onnx_path, target, precision, out_dir, calib_cache=calib_cache,
                        dla_core=dla_core, shapes=shapes, compat=compat)
     script = write_build_script(plan, target, out_dir)
+    copy_script(out_dir)  # the engine's top-1 on the device, with its system Python
     built, reason = build_here(plan, target, out_dir) if build else (None, "build=False")
     plan["built_here"] = built
     if not built:

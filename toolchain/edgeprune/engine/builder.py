@@ -91,6 +91,8 @@ def _configure(trt, builder, config, plan: dict, root: Path) -> None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     else:  # 8.2
         config.max_workspace_size = workspace
+    # keep each layer's details (and, 8.6+, its ONNX nodes) for the device's per-layer profile
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     if plan["fp16"]:
         config.set_flag(trt.BuilderFlag.FP16)
     if plan["int8"]:

@@ -43,6 +43,12 @@ def profile_run_command(target: Target) -> str:
             f"{shlex.quote(target.name)} --engine engine/model.engine --no-host --out profile")
 
 
+def measure_run_command(target: Target) -> str:
+    """The device loop in one command: time the engine of the build folder (the current one),
+    read the power rails and clocks, and write the figures into its report."""
+    return (f"{_RUN} {shlex.quote(image_tag(target))} profile . --engine engine/model.engine")
+
+
 def host_commands() -> list[str]:
     """Build the host (CPU) image and run the whole pipeline in it."""
     return [f"docker build -f {HOST_DOCKERFILE} -t {HOST_IMAGE} .",

@@ -16,6 +16,12 @@ from edgeprune.tensorrt_caps import TensorRT, for_target
 
 ENGINE_NAME, PLAN_NAME, SCRIPT_NAME = "model.engine", "plan.json", "build_engine.sh"
 ENGINE_JSON, TIMING_CACHE, LOG_NAME = "engine.json", "timing.cache", "trtexec.log"
+# What trtexec exports beside the engine when it builds or times one (engine/trt_profile.py reads
+# them) and the device state the script records before it runs (engine/device_state.py).
+TIMES_NAME, PROFILE_NAME, LAYERS_NAME = "trtexec.times.json", "trtexec.profile.json", \
+    "trtexec.layers.json"
+STATE_NAME = "device-state.txt"
+WARMUP_MS, ITERATIONS = 2000, 200
 DEFAULT_WORKSPACE_MIB = 1024
 
 

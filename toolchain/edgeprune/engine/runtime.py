@@ -26,14 +26,16 @@ TRTEXEC_DEFAULT = "/usr/src/tensorrt/bin/trtexec"
 
 
 def profile_engine(path: str | Path, warmup_s: float = 2.0, iterations: int = 200, *,
-                   trtexec: str | None = None) -> dict:
+                   trtexec: str | None = None, export_dir: str | Path | None = None) -> dict:
     """Warm up for ``warmup_s``, then time ``iterations`` runs: median, p90 (ms) and, on a
-    Jetson, mean board power and energy per inference. Raises where no TensorRT is present."""
+    Jetson, mean board power and energy per inference. With ``export_dir``, the per-layer
+    profile and layer information are written there in trtexec's formats (trt_profile.py reads
+    them). Raises where no TensorRT is present."""
     path = Path(path)
     if not path.is_file():
         raise EdgepruneError(f"engine file {path} does not exist; build it with `edgeprune engine`")
     if device.tensorrt_version() is not None:
-        runner, source = _api_runner(path), "tensorrt-python"
+        runner, source = _api_runner(path, export_dir), "tensorrt-python"
     else:
         exe = trtexec or (TRTEXEC_DEFAULT if Path(TRTEXEC_DEFAULT).is_file()
                           else shutil.which("trtexec"))
@@ -41,7 +43,7 @@ def profile_engine(path: str | Path, warmup_s: float = 2.0, iterations: int = 20
             raise EdgepruneError("neither the tensorrt Python package nor trtexec is on this "
                                  "machine; run `edgeprune profile --engine` on the device, in the "
                                  "edgeprune Jetson container (docker/README.md)")
-        runner, source = _trtexec_runner(path, exe), "trtexec"
+        runner, source = _trtexec_runner(path, exe, export_dir), "trtexec"
     times_ms, wall_s, power = runner(warmup_s, iterations)
     return summarize(path, times_ms, wall_s, power, source)
 
@@ -60,38 +62,60 @@ def summarize(path: Path, times_ms, wall_s: float, power: dict, source: str) -> 
     return out
 
 
-def _trtexec_runner(path: Path, exe: str):
-    from edgeprune.engine.trtexec import profile_command
+def _trtexec_runner(path: Path, exe: str, export_dir):
+    from edgeprune.engine.plan import TIMES_NAME
+    from edgeprune.engine.trtexec import layer_profile_command, profile_command
 
     def run(warmup_s: float, iterations: int):
         with tempfile.TemporaryDirectory() as tmp:
-            times = Path(tmp) / "times.json"
+            folder = Path(export_dir or tmp)
+            folder.mkdir(parents=True, exist_ok=True)
+            version = _trtexec_version(exe)
             cmd = profile_command(str(path), exe, warmup_ms=int(warmup_s * 1000),
-                                  iterations=iterations, times_json=str(times))
+                                  iterations=iterations, out_dir=str(folder), tensorrt=version)
             with PowerSampler() as sampler:
-                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0 or not times.is_file():
-                raise EdgepruneError(f"trtexec could not run {path} (exit {proc.returncode}): "
-                                     f"{proc.stdout[-300:]} {proc.stderr[-300:]}".strip())
-            times_ms, wall_s = parse_trtexec_times(times.read_text())
+                _run_trtexec(cmd, path, folder / TIMES_NAME)
+            times_ms, wall_s = parse_trtexec_times((folder / TIMES_NAME).read_text(),
+                                                   warmup_s * 1000)
+            if export_dir is not None:  # after the sampled run: the profiler slows its runs
+                _run_trtexec(layer_profile_command(str(path), exe, out_dir=str(folder),
+                                                   tensorrt=version), path, None)
         # trtexec's warm-up is inside the sampled window: keep only the timed span's samples
         return times_ms, wall_s, _window(sampler, wall_s)
 
     return run
 
 
-def parse_trtexec_times(text: str) -> tuple[list[float], float]:
-    """Per-inference ms and the wall seconds they span, from ``--exportTimes`` JSON.
+def _run_trtexec(cmd: list[str], engine: Path, expect: Path | None) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or (expect is not None and not expect.is_file()):
+        raise EdgepruneError(f"trtexec could not run {engine} (exit {proc.returncode}): "
+                             f"{proc.stdout[-300:]} {proc.stderr[-300:]}".strip())
 
-    Each record has computeMs (GPU time; latencyMs = H2D + compute + D2H is the same with
-    --noDataTransfers) and start/end stamps in ms."""
+
+def _trtexec_version(exe: str) -> str | None:
+    """The TensorRT release of ``exe`` from its banner (``trtexec --help`` prints it)."""
+    from edgeprune.tensorrt_caps import version_from_log
+
+    try:
+        proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=30,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return version_from_log(proc.stdout + proc.stderr)
+
+
+def parse_trtexec_times(text: str, warmup_ms: float = 0.0) -> tuple[list[float], float]:
+    """Per-inference ms and the wall seconds they span, from ``--exportTimes`` JSON; runs that
+    started during the warm-up (listed before TensorRT 8.5) are dropped, as trtexec does."""
+    from edgeprune.engine.trt_profile import parse_times
+
     records = json.loads(text)
     if not records:
         raise EdgepruneError("trtexec exported no timings; raise --iterations")
-    times = [float(r.get("latencyMs", r.get("computeMs"))) for r in records]
-    start = min(float(r.get("startComputeMs", r.get("startEnqMs", 0.0))) for r in records)
-    end = max(float(r.get("endComputeMs", r.get("endEnqMs", 0.0))) for r in records)
-    return times, max(end - start, sum(times)) / 1000.0
+    timed = [r for r in records if float(r.get("startComputeMs", warmup_ms)) >= warmup_ms]
+    times = [float(r.get("latencyMs", r.get("computeMs"))) for r in timed]
+    return times, parse_times(records, warmup_ms)["wall_s"]
 
 
 def _window(sampler: PowerSampler, wall_s: float) -> dict:
@@ -102,7 +126,7 @@ def _window(sampler: PowerSampler, wall_s: float) -> dict:
     return sampler.summary()
 
 
-def _api_runner(path: Path):
+def _api_runner(path: Path, export_dir=None):
     """Deserialize with the TensorRT runtime and time synchronous runs on a CUDA stream."""
     import tensorrt as trt
 
@@ -136,11 +160,44 @@ def _api_runner(path: Path):
                 once()
                 times.append((time.perf_counter() - t0) * 1e3)
             wall = time.perf_counter() - start
+        if export_dir is not None:
+            export_api_profile(trt, engine, context, once, Path(export_dir))
         for ptr in buffers:
             cuda.cudaFree(ctypes.c_void_p(ptr))
         return times, wall, sampler.summary()
 
     return run
+
+
+def export_api_profile(trt, engine, context, once, folder: Path, runs: int = 50) -> None:
+    """The per-layer profile (an IProfiler over ``runs`` runs) and the engine inspector's layer
+    information, written in trtexec's --exportProfile / --exportLayerInfo formats."""
+    from edgeprune.atomic import write_json, write_text
+    from edgeprune.engine.plan import LAYERS_NAME, PROFILE_NAME
+
+    class Collect(trt.IProfiler):
+        def __init__(self):
+            super().__init__()
+            self.times: dict[str, list[float]] = {}
+
+        def report_layer_time(self, name, ms):
+            self.times.setdefault(name, []).append(ms)
+
+    collect = Collect()
+    context.profiler = collect
+    for _ in range(runs):
+        once()
+    total = sum(sum(v) for v in collect.times.values()) or 1.0
+    rows = [{"count": runs}] + [
+        {"name": name, "timeMs": sum(v), "averageMs": sum(v) / len(v),
+         "medianMs": float(np.median(v)), "percentage": 100 * sum(v) / total}
+        for name, v in collect.times.items()]
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / PROFILE_NAME, rows)
+    inspector = engine.create_engine_inspector()
+    inspector.execution_context = context
+    write_text(folder / LAYERS_NAME,
+               inspector.get_engine_information(trt.LayerInformationFormat.JSON))
 
 
 def _bind(trt, engine, context, cuda) -> list[int]:

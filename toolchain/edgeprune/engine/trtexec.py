@@ -5,6 +5,12 @@ Flag names moved between releases (jetson.md, the TensorRT 8.x-to-10.x trtexec m
 deprecated ``--workspace``; 10 removed it. 10 builds QDQ graphs strongly typed
 (``--stronglyTyped``), with no precision flags. The rest is common: --onnx, --saveEngine, --fp16,
 --int8, --calib, --useDLACore, --allowGPUFallback, --timingCacheFile, --min/opt/maxShapes.
+
+Every command also measures: ``--profilingVerbosity`` as the release spells it (kept in the
+engine, so a later ``--loadEngine`` can still list the layers), the timing of each run
+(``--exportTimes``), the per-layer profile in a second run that does not slow the first
+(``--exportProfile`` with ``--separateProfileRun``) and the layer information
+(``--exportLayerInfo``); edgeprune.engine.trt_profile reads the three files.
 """
 
 from __future__ import annotations
@@ -14,7 +20,16 @@ import shlex
 from pathlib import Path
 
 from edgeprune.atomic import write_text
-from edgeprune.engine.plan import LOG_NAME, SCRIPT_NAME
+from edgeprune.engine.plan import (
+    ITERATIONS,
+    LAYERS_NAME,
+    LOG_NAME,
+    PROFILE_NAME,
+    SCRIPT_NAME,
+    STATE_NAME,
+    TIMES_NAME,
+    WARMUP_MS,
+)
 from edgeprune.errors import EdgepruneError
 from edgeprune.targets import Target
 from edgeprune.tensorrt_caps import TensorRT
@@ -43,7 +58,20 @@ def trtexec_command(plan: dict, trtexec: str = "trtexec") -> list[str]:
         if plan["shapes"]:
             cmd.append(f"{flag}=" + ",".join(f"{name}:{'x'.join(map(str, s[key]))}"
                                              for name, s in plan["shapes"].items()))
-    return cmd
+    folder = plan["engine_dir"]
+    return cmd + measure_flags(TensorRT.parse(plan["tensorrt"]), times=f"{folder}/{TIMES_NAME}",
+                               profile=f"{folder}/{PROFILE_NAME}",
+                               layers=f"{folder}/{LAYERS_NAME}")
+
+
+def measure_flags(caps: TensorRT, *, times: str, profile: str, layers: str,
+                  warmup_ms: int = WARMUP_MS, iterations: int = ITERATIONS) -> list[str]:
+    """What every trtexec run of ours measures and exports (see the module's docstring). No
+    host/device copies: the times are the GPU's, as the estimate's are."""
+    flags = [caps.profiling_flag(), f"--warmUp={warmup_ms}", f"--iterations={iterations}",
+             "--duration=0", "--noDataTransfers", f"--exportTimes={times}",
+             "--separateProfileRun", f"--exportProfile={profile}"]
+    return flags + ([f"--exportLayerInfo={layers}"] if caps.exports_layer_info else [])
 
 
 def docker_command(plan: dict, inner: list[str], image: str | None = None) -> list[str]:
@@ -97,6 +125,7 @@ def build_script(plan: dict) -> str:
     up = Path(plan["engine_dir"]).as_posix().count("/") + 1 if plan["engine_dir"] != "." else 0
     root = '"$HERE"' + "/.." * up
     log = _quote(f"{plan['engine_dir']}/{LOG_NAME}")
+    state = _quote(f"{plan['engine_dir']}/{STATE_NAME}")
     return "\n".join([
         "#!/usr/bin/env bash",
         _comment(f"# Build the TensorRT engine for {plan['target']} (TensorRT {plan['tensorrt']}): "
@@ -110,6 +139,9 @@ def build_script(plan: dict) -> str:
         f"ROOT=$(cd -- {root} && pwd && echo .)",
         "ROOT=${ROOT%$'\\n.'}",
         'cd -- "$ROOT"',
+        # The power mode and clocks every figure depends on, read before the run (no root
+        # needed); `edgeprune profile BUILD_DIR --trtexec-dir` reads them back.
+        f"{{ nvpmodel -q; grep -H . /sys/class/devfreq/*/*_freq; }} > {state} 2>&1 || true",
         f"if command -v -- {_quote(trtexec)} >/dev/null 2>&1; then",
         f"  {cmd} 2>&1 | tee -- {log}",
         "else",
@@ -133,9 +165,23 @@ def write_build_script(plan: dict, target: Target, out_dir: Path) -> Path:
 
 
 def profile_command(engine: str, trtexec: str, *, warmup_ms: int, iterations: int,
-                    times_json: str) -> list[str]:
-    """trtexec timing an existing engine: warm-up, then ``iterations`` runs with their times
-    exported; no host/device copies, so the numbers are the GPU's (flags common to 8.2 and 10)."""
-    return [trtexec, f"--loadEngine={engine}", f"--warmUp={warmup_ms}",
+                    out_dir: str, tensorrt: str | None = None) -> list[str]:
+    """trtexec timing an existing engine: warm-up, then ``iterations`` runs, exporting the
+    times into ``out_dir``; nothing else runs in it, so the power sampled meanwhile is the
+    timed runs' (the per-layer profile is :func:`layer_profile_command`'s second run)."""
+    caps = TensorRT.parse(tensorrt)
+    return [trtexec, f"--loadEngine={engine}", caps.profiling_flag(), f"--warmUp={warmup_ms}",
             f"--iterations={iterations}", "--duration=0", "--noDataTransfers",
-            f"--exportTimes={times_json}"]
+            f"--exportTimes={out_dir}/{TIMES_NAME}"]
+
+
+def layer_profile_command(engine: str, trtexec: str, *, out_dir: str,
+                          tensorrt: str | None = None, iterations: int = 50) -> list[str]:
+    """trtexec exporting an existing engine's per-layer profile and layer information into
+    ``out_dir`` (the profiler slows the runs it watches: this run is not the timed one)."""
+    caps = TensorRT.parse(tensorrt)
+    cmd = [trtexec, f"--loadEngine={engine}", caps.profiling_flag(), "--warmUp=500",
+           f"--iterations={iterations}", "--duration=0", "--noDataTransfers",
+           f"--exportProfile={out_dir}/{PROFILE_NAME}"]
+    return cmd + ([f"--exportLayerInfo={out_dir}/{LAYERS_NAME}"] if caps.exports_layer_info
+                  else [])

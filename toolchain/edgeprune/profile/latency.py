@@ -93,13 +93,20 @@ def node_time_s(node: NodeCost, target: Target) -> float:
     if node.fused:
         return 0.0
     eff, launch = estimate_factors(target, node.precision)
-    compute = node.macs * 2 / (peak_for(target, node.precision) * eff)
+    compute, memory = node_terms(node, target)
+    return max(compute / eff, memory) + launch
+
+
+def node_terms(node: NodeCost, target: Target) -> tuple[float, float]:
+    """(compute seconds at full efficiency, memory seconds) of one node: the two sides of the
+    roofline before the target's factors (what ``edgeprune targets fit`` refits)."""
+    compute = node.macs * 2 / peak_for(target, node.precision)
     on_chip = target.on_chip_bytes
     acts = node.reads + node.writes
     off_chip = node.weight_bytes + sum(b for b in acts if b > on_chip)
     memory = (off_chip / target.bandwidth_bytes_per_s
               + sum(b for b in acts if b <= on_chip) / on_chip_bandwidth(target))
-    return max(compute, memory) + launch
+    return compute, memory
 
 
 def on_chip_bandwidth(target: Target) -> float:

@@ -142,8 +142,69 @@ def precision_section(choice: dict | None) -> list[tuple]:
                                          f"{choice.get('requested')}): {choice.get('reason')}")]
 
 
+def device_section(report: dict) -> list[tuple]:
+    """What the device measured (``edgeprune profile BUILD_DIR --engine/--trtexec-dir``), the
+    state it ran in, and the clock the estimate assumed; nothing for a report without either."""
+    measured = [v for v in report["variants"] if v.get("device")]
+    gpu = (report.get("target") or {}).get("gpu") or {}
+    if not measured and not gpu.get("max_clock_mhz"):
+        return []
+    out = [("h", 2, "On the device")]
+    if gpu.get("max_clock_mhz"):
+        out.append(("p", f"The target estimate assumes the GPU at {gpu['max_clock_mhz']:g} MHz "
+                         "(the target file's [gpu] max_clock_mhz) and the [estimate] factors of "
+                         "the target file; the device figures below were measured at the state "
+                         "beside them."))
+    if not measured:
+        out.append(("p", "Not measured on the device yet: run `edgeprune profile BUILD_DIR "
+                         "--engine engine/model.engine` there (docker/README.md)."))
+        return out
+    rows = []
+    for v in measured:
+        d, meas = v["device"], v["latency_ms"].get("target_measured") or {}
+        acc = d.get("accuracy") or {}
+        rows.append([v.get("target", report["target"]["name"]), v["name"], v["precision"],
+                     f"{fmt_float(meas.get('median'))} / {fmt_float(meas.get('p90'))}",
+                     fmt_float(v["latency_ms"].get("target_estimated")),
+                     fmt_float(d.get("power_w")), fmt_float(d.get("energy_mj"), 4),
+                     fmt_pct(acc.get("engine")), fmt_pct(acc.get("host_onnxruntime")),
+                     ("FLAGGED " if acc.get("flagged") else "") + fmt_pct(acc.get("gap"))
+                     if acc else "—", d.get("state_text", "")])
+    out.append(("table", ["target", "variant", "precision", "meas. ms (med / p90)", "est. ms",
+                          "power W", "energy mJ", "engine top-1", "host top-1", "gap",
+                          "device state"], rows))
+    for v in measured:
+        if v["device"].get("accuracy", {}).get("flagged"):
+            a = v["device"]["accuracy"]
+            out.append(("p", f"{v['name']}: the engine's top-1 is {100 * a['gap']:.2f} points "
+                             f"below ONNX Runtime's on the host (more than "
+                             f"{100 * a['max_gap']:.2f}): "
+                             + ("check the int8 calibration." if v["precision"] == "int8" else
+                                "check the engine's precision (fp16 range, layers TensorRT "
+                                "ran in another precision).")))
+    return out + device_layers_section(measured[-1])
+
+
+def device_layers_section(v: dict) -> list[tuple]:
+    """The device's layers, slowest first, beside the estimate of the ONNX nodes they fuse."""
+    layers = sorted(v["device"].get("layers") or [], key=lambda r: -r["measured_ms"])
+    if not layers:
+        return []
+    rows = [[r["name"], r["kind"], fmt_float(r["measured_ms"], 4),
+             fmt_float(r.get("estimated_ms"), 4), ", ".join(r["nodes"][:6])
+             + (" …" if len(r["nodes"]) > 6 else "")] for r in layers[:LAYER_ROWS]]
+    s = v["device"].get("layers_summary") or {}
+    note = (f"Joined {s.get('joined_layers')} of {s.get('device_layers')} device layers to ONNX "
+            f"nodes; reformatting {fmt_float(s.get('reformat_ms'), 4)} ms, unjoined "
+            f"{fmt_float(s.get('other_ms'), 4)} ms.") if s else ""
+    return [("h", 3, f"Device layers of {v['name']} (per-run ms), slowest first"),
+            ("table", ["device layer", "kind", "meas. ms", "est. ms", "ONNX nodes"], rows)] \
+        + ([("p", note)] if note else [])
+
+
 def sections(report: dict) -> list[tuple]:
-    """What follows the summary table: the precision's reason, energy, pruning, the final
-    variant's layers."""
+    """What follows the summary table: the precision's reason, energy, pruning, what the device
+    measured, the final variant's layers."""
     return (precision_section(report.get("precision_choice")) + energy_section(report)
-            + pruning_section(report.get("pruning")) + layers_section(final_variant(report)))
+            + pruning_section(report.get("pruning")) + device_section(report)
+            + layers_section(final_variant(report)))
