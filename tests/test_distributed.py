@@ -69,53 +69,55 @@ def test_shards_cover_every_row_once_in_order(n, ranks):
 # ---------------------------------------------------------------- 2 gloo processes
 
 
-def _mi_worker(rank: int, world: int, port: int, out: str, n: int) -> None:
+N_MI = 61  # samples for the MI test: an uneven split over 2 ranks (31 + 30)
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    """Each rank: MI scores with a sharded capture, a broadcast, one epoch of DDP training."""
+    from edgeprune.train import TrainConfig, train
+
     _join(rank, world, port)
-    model, x, y = _mi_problem(n)
+    model, x, y = _mi_problem(N_MI)
     scores = unit_information(model, x, y, range(len(list_units(model))), MIConfig(),
                               batch_size=16)
     decided = distributed.broadcast_object({"rank": rank} if rank == 0 else None)
-    torch.save({"scores": scores, "decided": decided, "world": distributed.world_size()},
-               Path(out) / f"rank{rank}.pt")
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10, in_channels=1)
+    losses = train(model, load_dataset("digits"), TrainConfig(epochs=1, batch_size=64, lr=0.05,
+                                                               seed=rank))  # seeds differ
+    torch.save({"scores": scores, "decided": decided, "world": distributed.world_size(),
+                "state": model.state_dict(), "losses": losses}, Path(out) / f"rank{rank}.pt")
     distributed.cleanup()
 
 
 def _mi_problem(n: int):
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=10, in_channels=1).eval()
-    s = load_dataset("digits").sample("train", n, seed=0)
     data = load_dataset("digits")
+    s = data.sample("train", n, seed=0)
     return model, torch.from_numpy(data.normalize(s.x)), torch.from_numpy(s.y.astype("int64"))
 
 
-@pytest.mark.parametrize("n", [60, 61])  # an even and an uneven split
-def test_sharded_mi_capture_equals_one_process(tmp_path, n):
-    _spawn(_mi_worker, 2, str(tmp_path), n)
-    model, x, y = _mi_problem(n)
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> list[dict]:
+    """What each of 2 gloo processes computed (one spawn for all the tests below)."""
+    out = tmp_path_factory.mktemp("ranks")
+    _spawn(_worker, 2, str(out))
+    return [torch.load(out / f"rank{r}.pt") for r in (0, 1)]
+
+
+def test_sharded_mi_capture_equals_one_process(two_ranks):
+    model, x, y = _mi_problem(N_MI)
     single = unit_information(model, x, y, range(len(list_units(model))), MIConfig())
-    for rank in (0, 1):
-        got = torch.load(tmp_path / f"rank{rank}.pt")
+    for got in two_ranks:
         assert got["world"] == 2 and got["decided"] == {"rank": 0}  # rank 0's object on both
         assert got["scores"].keys() == single.keys()
         for i, v in single.items():
             assert got["scores"][i] == pytest.approx(v, rel=1e-6, abs=1e-9)
 
 
-def _train_worker(rank: int, world: int, port: int, out: str) -> None:
-    from edgeprune.train import TrainConfig, train
-
-    _join(rank, world, port)
-    torch.manual_seed(0)
-    model = create_model("resnet20", num_classes=10, in_channels=1)
-    losses = train(model, load_dataset("digits"), TrainConfig(epochs=1, batch_size=64, lr=0.05,
-                                                               seed=rank))  # seeds differ
-    torch.save({"state": model.state_dict(), "losses": losses}, Path(out) / f"rank{rank}.pt")
-    distributed.cleanup()
-
-
-def test_ddp_fine_tuning_leaves_every_rank_with_the_same_model(tmp_path):
-    _spawn(_train_worker, 2, str(tmp_path))
-    a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+def test_ddp_fine_tuning_leaves_every_rank_with_the_same_model(two_ranks):
+    a, b = two_ranks
     assert a["losses"] == b["losses"]  # the epoch's loss, averaged over both ranks
     for k, v in a["state"].items():  # weights by DDP, BatchNorm statistics by sync_buffers
         assert torch.equal(v, b["state"][k]), k
