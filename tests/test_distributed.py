@@ -169,3 +169,14 @@ def test_torchrun_prune_on_cuda(tmp_path, resnet20_digits_path):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
     _compare_prune(tmp_path, resnet20_digits_path, "cuda", max(1, torch.cuda.device_count()))
+
+
+@pytest.mark.slow
+def test_torchrun_build_on_2_cpu_processes(tmp_path, resnet20_digits_path):
+    # the prune stage on both ranks, export/quantize/profile/report on rank 0 alone
+    _run([*_torchrun(2), "build", str(resnet20_digits_path), "--target", "jetson-nano",
+          "--data", "digits", "--out", str(tmp_path / "b"), "--stages", "1",
+          "--finetune-epochs", "1", "--samples", "200", "--max-error-increase", "0.2"])
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert [v["name"] for v in report["variants"]][:2] == ["original", "pruned"]
+    assert json.loads((tmp_path / "b" / "mspic.json").read_text())["stages"][0]["removed"]
