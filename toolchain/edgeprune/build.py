@@ -367,6 +367,9 @@ def stage_prune(ctx: Context) -> Pruned:
          "val_error_start": round(r["val_error_start"], 4),
          "val_error_finetuned": round(r["val_error_finetuned"], 4)}
         for r in result.record["stages"]]}
+    from edgeprune import distributed
+
+    distributed.finish()  # the other ranks' part of a torchrun build ends here
     ctx.log(f"pruned with {s['method']}: {s['units_before']} → {s['units_after']} units, "
             f"{s['params_before']:,} → {s['params_after']:,} params")
     return Pruned(ctx.cfg.method, ctx.out.rel(result.path), s)
@@ -610,6 +613,12 @@ def run_build(cfg: BuildConfig, *, resume: bool = False, log: Callable[[str], No
     artifact (its name, precision, ONNX file, engine profile, batch) instead of a build.
     ``clear``: a fresh run first removes what an earlier run wrote into the directory.
     """
+    from edgeprune import distributed
+
+    if distributed.launched() and describe is None:  # torchrun: one group for the prune stage
+        distributed.setup(cfg.prune_config().device if cfg.method != "none" else "cpu")
+        if not distributed.is_main():
+            return _follow(cfg)
     target = prepare(cfg) if describe is None else _prepare_profile(cfg)
     out = BuildDir(cfg.out)
     created = not out.root.exists()
@@ -618,6 +627,7 @@ def run_build(cfg: BuildConfig, *, resume: bool = False, log: Callable[[str], No
             state = _initial_state(cfg, out, target, resume, clear)
             ctx = Context(cfg, out, target, log, state, progress, describe or {})
             _check_inputs(ctx, resume)
+            _lead(cfg, state, stages, stop_after, describe)
             _run_stages(ctx, stages or STAGE_NAMES, stop_after, on_stage)
             if state.done and state.done[-1] == "report" and describe is None:
                 write_json(out / BuildDir.RECORD, _build_record(cfg, state))
@@ -630,6 +640,28 @@ def run_build(cfg: BuildConfig, *, resume: bool = False, log: Callable[[str], No
     finally:
         out.remove_work()
     return state
+
+
+def _follow(cfg: BuildConfig) -> BuildState:
+    """A torchrun rank other than 0: join the prune stage if rank 0 runs it, nothing else."""
+    from edgeprune import distributed
+
+    distributed.follow_build(cfg, distributed.broadcast_object(None))
+    return BuildState({}, cfg.target)
+
+
+def _lead(cfg: BuildConfig, state: BuildState, stages, stop_after, describe) -> None:
+    """Rank 0 of a torchrun build tells the other ranks whether this run prunes."""
+    from edgeprune import distributed
+
+    if describe is not None or not distributed.launched():
+        return
+    names = stages or STAGE_NAMES
+    will = (cfg.method != "none" and "prune" in names and "prune" not in state.done
+            and stop_after != "load")
+    distributed.broadcast_object(will)
+    if not will:
+        distributed.finish()
 
 
 def _prepare_profile(cfg: BuildConfig):

@@ -84,12 +84,15 @@ class Dataset:
 
     def batches(self, split: str, batch_size: int = 256, *, shuffle: bool = False,
                 augment: bool = False, seed: int = 0,
-                limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                limit: int | None = None,
+                order: np.ndarray | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Normalised (x, y) tensor batches. ``augment`` applies the standard CIFAR augmentation
-        (4-pixel padded random crop, horizontal flip) to 32×32 images and nothing to others."""
+        (4-pixel padded random crop, horizontal flip) to 32×32 images and nothing to others.
+        ``order``: the sample indices to use, in that order (a distributed sampler's share)."""
         s = self.split(split)
         rng = np.random.default_rng(seed)
-        order = rng.permutation(len(s)) if shuffle else np.arange(len(s))
+        if order is None:
+            order = rng.permutation(len(s)) if shuffle else np.arange(len(s))
         if limit is not None:
             order = order[:limit]
         for start in range(0, len(order), batch_size):

@@ -339,12 +339,15 @@ def score_from_terms(terms: BoundTerms, score: str) -> float:
 
 
 def _per_unit(model, x, indices, fn, batch_size, on_unit) -> dict:
+    from edgeprune import distributed
     from edgeprune.units import capture_branch_outputs
 
     sizes = _branch_sizes(model, x[:1], indices)
     result: dict = {}
     for group in _groups(list(indices), sizes, len(x)):
-        feats = _capture(model, x, group, batch_size, capture_branch_outputs)
+        # under torchrun each rank captures its rows; all get every row, in order
+        feats = distributed.sharded_rows(
+            lambda xs, g=group: _capture(model, xs, g, batch_size, capture_branch_outputs), x)
         for i in group:
             result[i] = fn(feats.pop(i))
             if on_unit:

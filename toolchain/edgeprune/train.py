@@ -6,7 +6,6 @@ standard CIFAR augmentation for 32×32 images. The same loop fine-tunes pruned m
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeprune import distributed
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 
@@ -93,23 +93,29 @@ def resolve_device(name: str) -> torch.device:
 
 def train(model: nn.Module, data: Dataset, config: TrainConfig,
           progress: ProgressFn | None = None) -> list[float]:
-    """Train ``model`` in place on the train split; return the mean loss of each epoch."""
+    """Train ``model`` in place on the train split; return the mean loss of each epoch.
+
+    Under torchrun (see :mod:`edgeprune.distributed`) every rank calls this: the model runs
+    under DistributedDataParallel, each rank takes its share of every batch of
+    ``config.batch_size``, and only rank 0 reports progress."""
     device = resolve_device(config.device)
-    seed_everything(config.seed)
+    seed_everything(distributed.rank_seed(config.seed))
     model.to(device)
+    net = distributed.wrap(model, device)
+    progress = progress if distributed.is_main() else None
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
-    n_batches = math.ceil(len(data.train) / config.batch_size)
+    n_batches = distributed.batches_per_epoch(len(data.train), config.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, config.epochs * n_batches))
     losses = []
     for epoch in range(config.epochs):
-        model.train()
+        net.train()
         total, seen = 0.0, 0
-        batches = data.batches("train", config.batch_size, shuffle=True, augment=config.augment,
-                               seed=config.seed * 100_003 + epoch)
+        batches = distributed.epoch_batches(data, config.batch_size, augment=config.augment,
+                                            seed=config.seed, epoch=epoch)
         for b, (x, y) in enumerate(batches):
             x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -118,7 +124,8 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig,
             seen += len(y)
             if progress:
                 progress(epoch, config.epochs, b + 1, n_batches, total / seen)
-        losses.append(total / max(seen, 1))
+        losses.append(distributed.mean_over_ranks(total, seen, device))
+    distributed.sync_buffers(model)
     model.eval()
     return losses
 

@@ -86,7 +86,10 @@ def build_cmd(
 
         state = run_build(cfg, resume=resume, log=log, progress=progress,
                           on_stage=lambda name: progress.advance(overall))
-    _summary(state, cfg.out)
+    from edgeprune import distributed
+
+    if distributed.is_main():  # under torchrun rank 0 alone reports
+        _summary(state, cfg.out)
 
 
 def _summary(state, out: Path) -> None:

@@ -76,6 +76,10 @@ def prune_cmd(
     ds = data_for_model(loaded, load_dataset(data))
     with make_progress() as progress:
         result = prune_model(loaded, ds, config, out, progress=progress)
+    from edgeprune import distributed
+
+    if not distributed.is_main():  # under torchrun rank 0 alone reports
+        return
     s = result.summary
     console.print(
         f"{s['method']}: {s['units_before']} → {s['units_after']} units in {s['stages']} "

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from edgeprune import distributed
 from edgeprune.atomic import write_json
 from edgeprune.checkpoint import LoadedModel, ModelInfo, load_model, save_checkpoint
 from edgeprune.complexity import model_complexity, unit_complexity
@@ -161,21 +162,20 @@ def prune_model(loaded: LoadedModel, data: Dataset, config: PruneConfig, out_dir
     stages/ under ``out_dir``. ``data`` must be normalised as the model was trained
     (:func:`edgeprune.checkpoint.data_for_model`). The input model is not modified."""
     config.validate()
-    config = config.resolved()
+    config = replace(config.resolved(), device=distributed.setup(config.device))
+    progress = progress if distributed.is_main() else None
     out_dir = Path(out_dir)
     stages_dir = out_dir / "stages"
-    stages_dir.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main():
+        stages_dir.mkdir(parents=True, exist_ok=True)
     info = copy.deepcopy(loaded.info)
     shape = tuple(info.input_shape or data.input_shape)
     info.input_shape = shape
     original = _original_units(info, loaded)
     fingerprint = _fingerprint(loaded, data, config)
     model = copy.deepcopy(loaded.model).cpu().eval()
-    records = _resume(stages_dir, fingerprint, config) if config.resume else []
-    if records:
-        model, info = _load_stage(stages_dir, len(records) - 1, info)
-    else:
-        _clear_stages(stages_dir)
+    records, model, info = distributed.broadcast_object(  # rank 0's files decide
+        _start(stages_dir, fingerprint, config, model, info) if distributed.is_main() else None)
     start = model_complexity(loaded.model.cpu(), shape)
     start_units = len(list_units(loaded.model))
     x_mi, y_mi = mi_sample(data, config)
@@ -187,9 +187,11 @@ def prune_model(loaded: LoadedModel, data: Dataset, config: PruneConfig, out_dir
                                                                 config)):
         record, model, info = _run_stage(t, model, info, data, config, x_mi, y_mi, shape,
                                          progress, original_error)
-        save_checkpoint(stages_dir / f"stage_{t}.pt", model, info)
-        write_json(stages_dir / f"stage_{t}.json", {"fingerprint": fingerprint, "record": record,
-                                                    "options": config.fingerprint_fields()})
+        if distributed.is_main():
+            save_checkpoint(stages_dir / f"stage_{t}.pt", model, info)
+            write_json(stages_dir / f"stage_{t}.json", {"fingerprint": fingerprint,
+                                                        "record": record,
+                                                        "options": config.fingerprint_fields()})
         records.append(record)
         t += 1
     return _finish(model, info, records, original, start, start_units, config, out_dir)
@@ -226,7 +228,8 @@ def _run_stage(t, model, info, data, config, x_mi, y_mi, shape, progress, origin
     before = model_complexity(model, shape)
     ctx = stage_context(t, model, data, config, x_mi, y_mi, original_error, progress, shape)
     units, base = ctx.units, ctx.base_error
-    sel = get_method(config.method)(ctx)
+    # every rank runs the method (its MI capture is sharded), rank 0's choice is applied
+    sel = distributed.broadcast_object(get_method(config.method)(ctx))
     names = [units[i].name for i in sel.removed]
     record = {
         "stage": t, "units_before": len(units), "val_error_start": base,
@@ -344,6 +347,16 @@ def _refuse_resume(stages_dir: Path, saved: dict, config: PruneConfig) -> None:
                          "stages; rerun with the same options, or without --resume to start over")
 
 
+def _start(stages_dir: Path, fingerprint: str, config: PruneConfig, model, info):
+    """The finished stages' records and the model and info to continue from."""
+    records = _resume(stages_dir, fingerprint, config) if config.resume else []
+    if records:
+        model, info = _load_stage(stages_dir, len(records) - 1, info)
+    else:
+        _clear_stages(stages_dir)
+    return records, model, info
+
+
 def _load_stage(stages_dir: Path, t: int, info: ModelInfo):
     loaded = load_model(stages_dir / f"stage_{t}.pt")
     return loaded.model.eval(), loaded.info
@@ -365,6 +378,8 @@ def _original_units(info: ModelInfo, loaded: LoadedModel) -> list[dict]:
 
 
 def _finish(model, info, records, original, start, start_units, config, out_dir) -> PruneResult:
+    if not distributed.is_main():  # the other ranks hold the same model and write nothing
+        return PruneResult(LoadedModel(model.eval(), info), {}, {}, out_dir / "pruned.pt")
     pruned_path = save_checkpoint(out_dir / "pruned.pt", model, info)
     last = records[-1]
     acc_before = 1 - records[0]["val_error_start"]
