@@ -588,7 +588,7 @@ def prepare(cfg: BuildConfig):
     return target
 
 
-def run_build(cfg: BuildConfig, *, resume: bool = False, log: Callable[[str], None] = print,
+def run_build(cfg: BuildConfig, *, resume: bool = False, log: Callable[[str], None] | None = None,
               progress=None, stop_after: str | None = None, stages: list[str] | None = None,
               on_stage: Callable[[str], None] | None = None, describe: dict | None = None,
               clear: bool = True) -> BuildState:
@@ -597,8 +597,13 @@ def run_build(cfg: BuildConfig, *, resume: bool = False, log: Callable[[str], No
     ``stages`` picks the stages a command runs (default: all), ``stop_after`` ends the run after
     the named one (a build killed mid-way, in tests). ``describe`` makes it a profile of one
     artifact (its name, precision, ONNX file, engine profile, batch) instead of a build.
-    ``clear``: a fresh run first removes what an earlier run wrote into the directory.
+    ``clear``: a fresh run first removes what an earlier run wrote into the directory. Messages
+    go to ``log``, by default the ``edgeprune`` logger at INFO.
     """
+    if log is None:
+        import logging
+
+        log = logging.getLogger("edgeprune").info
     target = prepare(cfg) if describe is None else _prepare_profile(cfg)
     out = BuildDir(cfg.out)
     created = not out.root.exists()

@@ -49,7 +49,8 @@ def build_cmd(
 ) -> None:
     """Build a model for a device: load → prune → export → quantize → TensorRT check → engine
     (or its build script) → profile → report."""
-    from edgeprune.build import FILE_KEYS, STAGES, BuildConfig, load_config_file, run_build
+    from edgeprune.api import build_model
+    from edgeprune.build import FILE_KEYS, STAGES, BuildConfig, load_config_file
 
     file = load_config_file(config) if config else {}
     cli = {"target": target, "target_file": target_file, "data": data, "out": out,
@@ -83,9 +84,9 @@ def build_cmd(
             progress.console.print(message, highlight=False)
             progress.update(overall, info=message.split(":")[0][:40])
 
-        state = run_build(cfg, resume=resume, log=log, progress=progress,
-                          on_stage=lambda name: progress.advance(overall))
-    _summary(state, cfg.out)
+        result = build_model(cfg, resume=resume, on_log=log, progress=progress,
+                             on_stage=lambda name: progress.advance(overall))
+    _summary(result.state, cfg.out)
 
 
 def _summary(state, out: Path) -> None:
