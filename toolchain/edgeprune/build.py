@@ -714,7 +714,10 @@ def data_hash(data) -> str:
     for split in (data.train, data.val, data.test):
         for array in (split.x, split.y):
             h.update(str(array.shape).encode())
-            h.update(memoryview(array.tobytes()))
+            if hasattr(array, "fingerprint"):  # images read from files: hashed file by file
+                array.fingerprint(h)
+            else:
+                h.update(memoryview(array.tobytes()))
     return h.hexdigest()
 
 
