@@ -366,7 +366,10 @@ def stage_prune(ctx: Context) -> Pruned:
          "removed": len(r["removed"]), "params_after": r["params_after"],
          "val_error_start": round(r["val_error_start"], 4),
          "val_error_finetuned": round(r["val_error_finetuned"], 4)}
-        for r in result.record["stages"]]}
+        for r in result.record["stages"]],
+        # which units went, and in which stage: what a reader of the report asks first
+        "removed_units": [{"unit": name, "stage": r["stage"] + 1}
+                          for r in result.record["stages"] for name in r["removed"]]}
     ctx.log(f"pruned with {s['method']}: {s['units_before']} → {s['units_after']} units, "
             f"{s['params_before']:,} → {s['params_after']:,} params")
     return Pruned(ctx.cfg.method, ctx.out.rel(result.path), s)
