@@ -42,6 +42,8 @@ def test_example_runs_on_digits_and_logs_instead_of_printing(resnet20_digits_pat
     assert result.report == tmp_path / "build" / "report.html"
     report = json.loads((tmp_path / "build" / "report.json").read_text())
     assert report["target"]["name"] == "jetson-nano"
+    assert report["model"]["normalization"]["source"] == "checkpoint"
+    assert "## Input normalization" in (tmp_path / "build" / "report.md").read_text()
     assert (tmp_path / "prune" / "pruned.pt").is_file() and (tmp_path / "pruned.onnx").is_file()
     messages = [r.getMessage() for r in caplog.records if r.name == "edgeprune"]
     assert any(m.startswith("loaded resnet20") for m in messages)

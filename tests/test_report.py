@@ -64,6 +64,10 @@ def test_report_names_removed_units_splits_and_estimates(onnx_path, tmp_path):
     assert "est. dynamic power W (45 nm)" in md and "at 30 fps" in md
     assert "board power W (measured)" not in md  # nothing measured: no such column
     assert "| power W |" not in md
+    report = _report(onnx_path) | {"model": {"normalization": {
+        "mean": [0.5], "std": [0.25], "source": "the training split's per-channel statistics"}}}
+    md = write_reports(report, tmp_path)["report.md"].read_text()
+    assert "mean (0.5000), std (0.2500), from the training split's per-channel statistics" in md
 
 
 def test_board_power_is_shown_only_when_measured(onnx_path, tmp_path):

@@ -541,6 +541,10 @@ def _model_info(ctx: Context) -> dict:
     if load is None:
         return {"path": str(ctx.describe.get("onnx", ctx.cfg.model))}
     info = {"path": str(ctx.cfg.model), "arch": load.arch, "input_shape": load.input_shape}
+    data = ctx.data() if ctx.cfg.data else None
+    if data is not None:  # where the mean/std the images were normalized with came from
+        info["normalization"] = {"mean": list(data.mean), "std": list(data.std),
+                                 "source": data.extra.get("normalization_source")}
     if ctx.describe:
         original = ctx.original().info
         info.update(num_classes=original.num_classes, removed_units=original.removed_units,

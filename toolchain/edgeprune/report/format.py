@@ -166,8 +166,20 @@ def precision_section(choice: dict | None) -> list[tuple]:
                                          f"{choice.get('requested')}): {choice.get('reason')}")]
 
 
+def normalization_section(model: dict | None) -> list[tuple]:
+    """Which mean/std the inputs were normalized with, and where they came from."""
+    norm = (model or {}).get("normalization") if isinstance(model, dict) else None
+    if not isinstance(norm, dict) or not norm.get("mean"):
+        return []
+    fmt = lambda xs: ", ".join(f"{float(x):.4f}" for x in xs)  # noqa: E731
+    return [("h", 2, "Input normalization"),
+            ("p", f"mean ({fmt(norm['mean'])}), std ({fmt(norm.get('std') or [])}), from "
+                  f"{norm.get('source') or 'the checkpoint'}")]
+
+
 def sections(report: dict) -> list[tuple]:
     """What follows the summary table: the precision's reason, energy, pruning, the final
     variant's layers."""
-    return (precision_section(report.get("precision_choice")) + energy_section(report)
+    return (precision_section(report.get("precision_choice"))
+            + normalization_section(report.get("model")) + energy_section(report)
             + pruning_section(report.get("pruning")) + layers_section(final_variant(report)))
