@@ -49,6 +49,14 @@ def test_mixed_jpegs_are_read_lazily_resized_and_cropped(tmp_path):
     assert dog[:, 1].mean() > dog[:, 0].mean() + 50
 
 
+def test_api_input_size(tmp_path):
+    from edgeprune import api
+
+    data = api.load_data(f"imagefolder:{_folder(tmp_path)}", input_size=24)
+    assert data.input_shape == (3, 24, 24)
+    assert np.asarray(data.val.x).shape[1:] == (3, 24, 24)
+
+
 def test_resize_keeps_the_centre(tmp_path):
     from PIL import Image
 

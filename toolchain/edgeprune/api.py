@@ -94,14 +94,19 @@ def load(path: str | Path, *, trust_model: bool = False) -> LoadedModel:
     return load_model(path, trust_model=trust_model)
 
 
-def load_data(spec: str, model: LoadedModel | None = None) -> Dataset:
+def load_data(spec: str, model: LoadedModel | None = None, *,
+              input_size: int | tuple[int, int] | None = None) -> Dataset:
     """A data set by its spec (``digits``, ``npz:FILE``, ``cifar10:DIR``, ``imagefolder:DIR``);
     with ``model``, checked against it (classes, input shape) and normalized as it was
-    trained."""
+    trained. ``imagefolder`` images are resized and cropped to ``input_size`` (H, W, or one
+    side), else to the model's input size, else to the folder's common size."""
     from edgeprune.checkpoint import data_for_model
     from edgeprune.data import load_dataset
 
     data = load_dataset(spec)
+    if input_size is not None:
+        size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        data = data.resized(size)
     return data_for_model(model, data) if model is not None else data
 
 
