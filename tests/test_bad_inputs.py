@@ -356,7 +356,7 @@ BAD_INPUTS = [
                  "image", id="imagefolder-non-image"),
     pytest.param(images(bad={"train/dog/0.png": _half}), "0.png is not a readable image",
                  id="imagefolder-truncated-png"),
-    pytest.param(images(bad={"train/emu/readme.txt": b"no pngs"}), "has no PNG images",
+    pytest.param(images(bad={"train/emu/readme.txt": b"no pngs"}), "has no images (PNG, JPEG",
                  id="imagefolder-empty-class", marks=slow),
     pytest.param(images(val=("cat", "dog", "cow")), "that train lacks",
                  id="imagefolder-val-only-class", marks=slow),

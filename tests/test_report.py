@@ -52,7 +52,54 @@ def _report(onnx_path, target="jetson-nano") -> dict:
             "pruning": {"method": "mspic", "units_before": 9, "units_after": 6,
                         "params_before": 1000, "params_after": 700,
                         "stages": 1,
-                        "stage_log": [{"stage": 1, "removed": 3, "val_error": 0.03}]}}
+                        "stage_log": [{"stage": 1, "removed": 3, "val_error": 0.03}],
+                        "removed_units": [{"unit": "layer2.1", "stage": 1},
+                                          {"unit": "layer3.2", "stage": 2}]}}
+
+
+def test_report_names_removed_units_splits_and_estimates(onnx_path, tmp_path):
+    md = write_reports(_report(onnx_path), tmp_path)["report.md"].read_text()
+    assert "| layer2.1 | 1 |" in md and "| layer3.2 | 2 |" in md
+    assert "accuracy (test)" in md and "test split" in md and "maximum clock" in md
+    assert "est. dynamic power W (45 nm)" in md and "at 30 fps" in md
+    assert "board power W (measured)" not in md  # nothing measured: no such column
+    assert "| power W |" not in md
+    report = _report(onnx_path) | {"model": {"normalization": {
+        "mean": [0.5], "std": [0.25], "source": "the training split's per-channel statistics"}}}
+    md = write_reports(report, tmp_path)["report.md"].read_text()
+    assert "mean (0.5000), std (0.2500), from the training split's per-channel statistics" in md
+
+
+def test_board_power_is_shown_only_when_measured(onnx_path, tmp_path):
+    report = _report(onnx_path)
+    report["variants"][1]["latency_ms"]["target_measured"] = {
+        "median": 1.5, "p90": 1.7, "source": "tensorrt", "power_w": 4.25}
+    md = write_reports(report, tmp_path)["report.md"].read_text()
+    table = [line for line in md.splitlines() if line.startswith("| jetson-nano |")]
+    assert "board power W (measured)" in md
+    assert table[0].endswith("| — |") and table[1].endswith("| 4.25 |")
+
+
+def test_plots_cap_accuracy_at_100_and_name_every_layer(onnx_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from edgeprune.report.html import _plot_accuracy, _plot_layers, _plot_pareto
+
+    report = _report(onnx_path)
+    report["variants"][0]["accuracy"] = 1.0
+    fig = _plot_accuracy(plt, report)
+    assert fig.axes[0].get_ylim()[1] == 100.0
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["original (fp32)", "pruned (fp16)"]
+    fig = _plot_layers(plt, report)
+    names = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    layers = [lay["name"].strip("/").replace("/", ".") for lay in report["variants"][1]["layers"]]
+    assert names and all(n in layers for n in names)  # whole names, not cut
+    fig = _plot_pareto(plt, report)
+    assert "Pareto front" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    plt.close("all")
 
 
 def test_reports_validate_and_write_three_files(onnx_path, tmp_path):
@@ -67,8 +114,8 @@ def test_reports_validate_and_write_three_files(onnx_path, tmp_path):
     assert "| jetson-nano | pruned | fp16 |" in md and "## Pruning" in md
     html = paths["report.html"].read_text()
     _no_external_urls(html)
-    # accuracy vs MACs, latency, energy, per-layer energy, and the MI plot
-    assert html.count('src="data:image/png;base64,') == 5
+    # accuracy vs MACs, accuracy vs latency, latency, energy, per-layer energy, the MI plot
+    assert html.count('src="data:image/png;base64,') == 6
     assert not list(tmp_path.glob(".report*"))  # no temporary files left behind
 
 
@@ -106,6 +153,8 @@ def test_merge_gives_one_row_per_target_and_variant(onnx_path, tmp_path):
     _no_external_urls((tmp_path / "cmp" / "report.html").read_text())
     md = (tmp_path / "cmp" / "report.md").read_text()
     assert "| host-cpu | original |" in md and "| jetson-nano | pruned |" in md
+    assert "edgeprune comparison: jetson-nano, host-cpu" in result.output
+    assert "edgeprune profile" not in result.output and "jetso…" not in result.output
 
 
 def test_report_cli_rejects_a_missing_build_in_one_line(tmp_path):

@@ -366,7 +366,10 @@ def stage_prune(ctx: Context) -> Pruned:
          "removed": len(r["removed"]), "params_after": r["params_after"],
          "val_error_start": round(r["val_error_start"], 4),
          "val_error_finetuned": round(r["val_error_finetuned"], 4)}
-        for r in result.record["stages"]]}
+        for r in result.record["stages"]],
+        # which units went, and in which stage: what a reader of the report asks first
+        "removed_units": [{"unit": name, "stage": r["stage"] + 1}
+                          for r in result.record["stages"] for name in r["removed"]]}
     from edgeprune import distributed
 
     distributed.finish()  # the other ranks' part of a torchrun build ends here
@@ -552,6 +555,10 @@ def _model_info(ctx: Context) -> dict:
     if load is None:
         return {"path": str(ctx.describe.get("onnx", ctx.cfg.model))}
     info = {"path": str(ctx.cfg.model), "arch": load.arch, "input_shape": load.input_shape}
+    data = ctx.data() if ctx.cfg.data else None
+    if data is not None:  # where the mean/std the images were normalized with came from
+        info["normalization"] = {"mean": list(data.mean), "std": list(data.std),
+                                 "source": data.extra.get("normalization_source")}
     if ctx.describe:
         original = ctx.original().info
         info.update(num_classes=original.num_classes, removed_units=original.removed_units,
@@ -602,7 +609,7 @@ def prepare(cfg: BuildConfig):
     return target
 
 
-def run_build(cfg: BuildConfig, *, resume: bool = False, log: Callable[[str], None] = print,
+def run_build(cfg: BuildConfig, *, resume: bool = False, log: Callable[[str], None] | None = None,
               progress=None, stop_after: str | None = None, stages: list[str] | None = None,
               on_stage: Callable[[str], None] | None = None, describe: dict | None = None,
               clear: bool = True) -> BuildState:
@@ -611,8 +618,13 @@ def run_build(cfg: BuildConfig, *, resume: bool = False, log: Callable[[str], No
     ``stages`` picks the stages a command runs (default: all), ``stop_after`` ends the run after
     the named one (a build killed mid-way, in tests). ``describe`` makes it a profile of one
     artifact (its name, precision, ONNX file, engine profile, batch) instead of a build.
-    ``clear``: a fresh run first removes what an earlier run wrote into the directory.
+    ``clear``: a fresh run first removes what an earlier run wrote into the directory. Messages
+    go to ``log``, by default the ``edgeprune`` logger at INFO.
     """
+    if log is None:
+        import logging
+
+        log = logging.getLogger("edgeprune").info
     from edgeprune import distributed
 
     if distributed.launched() and describe is None:  # torchrun: one group for the prune stage
@@ -752,7 +764,10 @@ def data_hash(data) -> str:
     for split in (data.train, data.val, data.test):
         for array in (split.x, split.y):
             h.update(str(array.shape).encode())
-            h.update(memoryview(array.tobytes()))
+            if hasattr(array, "fingerprint"):  # images read from files: hashed file by file
+                array.fingerprint(h)
+            else:
+                h.update(memoryview(array.tobytes()))
     return h.hexdigest()
 
 

@@ -402,6 +402,8 @@ def _few(names: list[str]) -> str:
 def data_for_model(loaded: LoadedModel, dataset):
     """The data set checked against the model and normalised as the model was trained."""
     info = loaded.info
+    if info.input_shape is not None:  # images read from files take the model's size
+        dataset = dataset.resized(tuple(info.input_shape)[1:])
     if info.input_shape is None:  # a pickled module: the data says what it must take
         with_input_shape(loaded, ",".join(str(s) for s in dataset.input_shape))
     check_model_fits_data(info, dataset)

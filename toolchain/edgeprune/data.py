@@ -4,7 +4,8 @@ Specs (a registry: ``DATA_KINDS``):
 
     cifar10:DIR      the CIFAR-10 python batches (data_batch_1..5, test_batch, batches.meta)
     npz:FILE         keys x_train, y_train, x_test, y_test; uint8 images, NCHW or NHWC
-    imagefolder:DIR  DIR/train/CLASS/*.png and DIR/val/CLASS/*.png
+    imagefolder:DIR  DIR/train/CLASS/* and DIR/val/CLASS/*, any format Pillow reads, any size:
+                     read on demand, resized and centre-cropped (see edgeprune.imagefiles)
     digits           scikit-learn's bundled 8×8 handwritten digits (offline, real data)
 
 Images are kept as uint8 NCHW arrays; ``Dataset.batches`` normalises them on the fly. The
@@ -72,9 +73,20 @@ class Dataset:
             raise EdgepruneError(f"unknown split {name!r}; use train, val or test")
         return getattr(self, name)
 
-    def with_normalization(self, mean, std) -> Dataset:
+    def with_normalization(self, mean, std, source: str = "checkpoint") -> Dataset:
         """The same data, normalised as a model was trained (its checkpoint's values)."""
-        return replace(self, mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
+        return replace(self, mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
+                       extra={**self.extra, "normalization_source": source})
+
+    def resized(self, size: tuple[int, int]) -> Dataset:
+        """Images read from files, resized and cropped to ``size`` (H, W) instead; arrays
+        cannot be, and are returned as they are (the model check then names the mismatch)."""
+        from edgeprune.imagefiles import ImageFiles
+
+        if not isinstance(self.train.x, ImageFiles) or tuple(size) == self.input_shape[1:]:
+            return self
+        return replace(self, **{name: Split(s.x.resized(size), s.y) for name, s in
+                                (("train", self.train), ("val", self.val), ("test", self.test))})
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         """uint8 NCHW -> float32 NCHW, exactly the preprocessing used at inference."""
@@ -95,9 +107,14 @@ class Dataset:
             order = rng.permutation(len(s)) if shuffle else np.arange(len(s))
         if limit is not None:
             order = order[:limit]
-        for start in range(0, len(order), batch_size):
+        from edgeprune.imagefiles import ImageFiles, stream
+
+        if isinstance(s.x, ImageFiles):  # decoded by DataLoader workers, a batch at a time
+            xs = stream(s.x, order, batch_size)
+        else:
+            xs = (s.x[order[i:i + batch_size]] for i in range(0, len(order), batch_size))
+        for start, x in zip(range(0, len(order), batch_size), xs):
             idx = order[start:start + batch_size]
-            x = s.x[idx]
             if augment and x.shape[2:] == (32, 32):
                 x = _cifar_augment(x, rng)
             yield torch.from_numpy(self.normalize(x)), torch.from_numpy(s.y[idx].astype(np.int64))
@@ -135,8 +152,20 @@ def load_dataset(spec: str) -> Dataset:
                              f"images {test.x.shape[1:]} differ in shape")
     _check_labels(spec, train, test, names)
     train, val = _hold_out(train, VAL_FRACTION)
-    mean, std = norm if norm else _channel_stats(train.x)
-    return Dataset(spec, train, val, test, names, mean, std)
+    mean, std = norm if norm else _channel_stats(_stats_sample(train))
+    source = f"{kind} constants" if norm else "the training split's per-channel statistics"
+    return Dataset(spec, train, val, test, names, mean, std, {"normalization_source": source})
+
+
+def _stats_sample(train: Split, n: int = 512) -> np.ndarray:
+    """What the channel statistics are taken from: all of an in-memory split, a stratified
+    sample of images read from files (decoding every image for a mean would be a pass over
+    the whole data set)."""
+    from edgeprune.imagefiles import ImageFiles
+
+    if not isinstance(train.x, ImageFiles) or len(train) <= n:
+        return np.asarray(train.x)
+    return np.asarray(train.x[_stratified_indices(train.y, n, SPLIT_SEED)])
 
 
 def _check_split(spec: str, name: str, s: Split) -> None:
@@ -389,39 +418,41 @@ def _load_imagefolder(arg: str) -> Loaded:
         raise EdgepruneError(f"imagefolder:{arg}/val has class folder(s) {', '.join(extra)} "
                              "that train lacks; give train and val the same classes")
 
-    def split(folder: Path) -> Split:
-        xs, ys = [], []
+    from edgeprune.imagefiles import ImageFiles, check_image, image_extensions
+
+    extensions = image_extensions()
+    sizes: list[tuple[int, int]] = []
+
+    def split(folder: Path) -> tuple[list[Path], list[int]]:
+        paths, ys = [], []
         for label, name in enumerate(names):
-            files = sorted((folder / name).glob("*.png")) if (folder / name).is_dir() else []
+            files = sorted(f for f in (folder / name).iterdir() if f.is_file() and
+                           f.suffix.lower() in extensions) if (folder / name).is_dir() else []
             if not files and folder.name == "train":
-                raise EdgepruneError(f"{folder / name} has no PNG images; add some or remove "
-                                     "the class folder")
+                raise EdgepruneError(f"{folder / name} has no images (PNG, JPEG or another "
+                                     "format Pillow reads); add some or remove the class folder")
             for f in files:
-                arr = _read_png(f)
-                xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+                w, h = check_image(f)  # a bad file is named now, before any work
+                sizes.append((h, w))
+                paths.append(f)
                 ys.append(label)
-        if not xs:
-            raise EdgepruneError(f"{folder} has no PNG images under its class folders")
-        if len({x.shape for x in xs}) != 1:
-            raise EdgepruneError(f"{folder}: images differ in size or channels; resize them "
-                                 "to one shape")
-        return Split(np.stack(xs).astype(np.uint8), np.asarray(ys, np.int64))
+        if not paths:
+            raise EdgepruneError(f"{folder} has no images under its class folders")
+        return paths, ys
 
-    return split(root / "train"), split(root / "val"), names, None
+    train, val = split(root / "train"), split(root / "val")
+    size = _common_size(sizes)
+    return (Split(ImageFiles(train[0], size), np.asarray(train[1], np.int64)),
+            Split(ImageFiles(val[0], size), np.asarray(val[1], np.int64)), names, None)
 
 
-def _read_png(path: Path) -> np.ndarray:
-    """One image as uint8 HW (grey) or HWC (RGB); a file PIL cannot decode is named."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()  # decode now: a truncated file fails here, not later
-            grey = im.mode in ("L", "1", "I;16", "I", "F")
-            return np.asarray(im.convert("L" if grey else "RGB"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise EdgepruneError(f"{path} is not a readable image ({_first_line(e)}); replace or "
-                             "delete it") from None
+def _common_size(sizes: list[tuple[int, int]]) -> tuple[int, int]:
+    """Images of one size keep it; mixed sizes are cropped to a square of the median shorter
+    side, until a model says which size it takes (:meth:`Dataset.resized`)."""
+    if len(set(sizes)) == 1:
+        return sizes[0]
+    side = int(np.median([min(s) for s in sizes]))
+    return side, side
 
 
 DATA_KINDS: dict[str, Callable[[str], Loaded]] = {

@@ -89,14 +89,16 @@ def summary_table(report: dict) -> Table:
     from rich.table import Table
     from rich.text import Text
 
-    from edgeprune.report.format import SUMMARY_COLUMNS, summary_rows
+    from edgeprune.report.format import report_title, summary_columns, summary_rows
 
     targets = report["target"].get("targets", [report["target"]["name"]])
     skip = 0 if len(set(targets)) > 1 else 1  # one target: it is in the title, not a column
     # Text, not markup: names come from report.json files ("[/x]" would fail, "[link=...]" link)
-    table = Table(title=Text(f"edgeprune profile: {', '.join(dict.fromkeys(targets))}"))
-    for i, col in enumerate(SUMMARY_COLUMNS[skip:], start=skip):
-        table.add_column(col, justify="left" if i < 3 else "right")
+    table = Table(title=Text(report_title(report)))
+    for i, col in enumerate(summary_columns(report)[skip:], start=skip):
+        # names are never cut ("jetso…"): they wrap, and numbers keep their width
+        table.add_column(col, justify="left" if i < 3 else "right",
+                         overflow="fold", min_width=len(max(targets, key=len)) if i == 0 else None)
     for row in summary_rows(report):
         table.add_row(*(Text(c) for c in row[skip:]))
     return table

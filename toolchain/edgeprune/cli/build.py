@@ -50,7 +50,8 @@ def build_cmd(
 ) -> None:
     """Build a model for a device: load → prune → export → quantize → TensorRT check → engine
     (or its build script) → profile → report."""
-    from edgeprune.build import FILE_KEYS, STAGES, BuildConfig, load_config_file, run_build
+    from edgeprune.api import build_model
+    from edgeprune.build import FILE_KEYS, STAGES, BuildConfig, load_config_file
 
     file = load_config_file(config) if config else {}
     cli = {"target": target, "target_file": target_file, "data": data, "out": out,
@@ -84,12 +85,12 @@ def build_cmd(
             progress.console.print(message, highlight=False)
             progress.update(overall, info=message.split(":")[0][:40])
 
-        state = run_build(cfg, resume=resume, log=log, progress=progress,
-                          on_stage=lambda name: progress.advance(overall))
+        result = build_model(cfg, resume=resume, on_log=log, progress=progress,
+                             on_stage=lambda name: progress.advance(overall))
     from edgeprune import distributed
 
     if distributed.is_main():  # under torchrun rank 0 alone reports
-        _summary(state, cfg.out)
+        _summary(result.state, cfg.out)
 
 
 def _summary(state, out: Path) -> None:

@@ -56,10 +56,9 @@ def prune_cmd(
     trust_model: o.TrustModel = False,
 ) -> None:
     """Remove skip-units stage by stage (MSPIC), fine-tuning after each stage."""
-    from edgeprune.checkpoint import data_for_model, load_model
+    from edgeprune import api
     from edgeprune.config import checked_overrides
-    from edgeprune.data import load_dataset
-    from edgeprune.prune import PruneConfig, prune_model
+    from edgeprune.prune import PruneConfig
 
     config = checked_overrides(PruneConfig(), o.given(
         method=method, stages=stages, finetune_epochs=finetune_epochs, lr=lr,
@@ -72,10 +71,10 @@ def prune_cmd(
         ks=[int(k) for k in o.parse_floats(clusters, "--clusters")] if clusters else None,
     ) | {"resume": resume}, "")
     config.validate()  # before loading anything, so bad options fail fast
-    loaded = load_model(model, trust_model=trust_model)
-    ds = data_for_model(loaded, load_dataset(data))
+    loaded = api.load(model, trust_model=trust_model)
+    ds = api.load_data(data, loaded)
     with make_progress() as progress:
-        result = prune_model(loaded, ds, config, out, progress=progress)
+        result = api.prune_model(loaded, ds, out, config, progress=progress)
     from edgeprune import distributed
 
     if not distributed.is_main():  # under torchrun rank 0 alone reports

@@ -46,7 +46,7 @@ def quantize_cmd(
     trust_model: o.TrustModel = False,
 ) -> None:
     """Quantize a model and report its accuracy next to fp32's in OUT/quantize.json."""
-    from edgeprune.build import BuildConfig, run_build
+    from edgeprune.api import quantize_model
 
     quantize = o.given(calibration_samples=calibration_samples,
                        calibration_method=calibration_method, percentile=percentile,
@@ -54,15 +54,13 @@ def quantize_cmd(
                        binary_lr=binary_lr, binary_activations=binary_activations)
     quantize.update(binary_skip_first=not binarize_first,
                     binary_skip_classifier=not binarize_classifier)
-    cfg = BuildConfig(target=target if target or target_file else "host-cpu",
-                      target_file=target_file, model=model, data=data, out=out,
-                      precision=precision, method="none", measure_host=False,
-                      trust_model=trust_model, quantize=quantize,
-                      **o.given(seed=seed, allow_emulated=allow_emulated))
     with make_progress(transient=True) as progress:
-        state = run_build(cfg, log=lambda m: None, progress=progress,
-                          stages=["load", "prune", "export", "quantize"], clear=False)
-    _print(state, out)
+        result = quantize_model(model, precision, out,
+                                target=target if target or target_file else "host-cpu",
+                                target_file=target_file, data=data, config=quantize,
+                                trust_model=trust_model, progress=progress,
+                                **o.given(seed=seed, allow_emulated=allow_emulated))
+    _print(result.state, out)
 
 
 def _print(state, out: Path) -> None:

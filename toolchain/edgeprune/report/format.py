@@ -8,9 +8,12 @@ own format, so a name in report.json (which anyone may have edited) is always sh
 
 from __future__ import annotations
 
-LEGEND = ("Latency: host = ONNX Runtime CPU, batch 1; target est. = per-layer roofline from the "
-          "target file; target meas. = on the device. Energy: 45 nm estimate per inference "
-          "(Horowitz, ISSCC 2014); power = energy × frame rate.")
+LEGEND = ("Accuracy: top-1 on the data's test split (never used for pruning decisions). Latency: "
+          "host = ONNX Runtime CPU, batch 1, measured; target est. = per-layer roofline from the "
+          "target file at the GPU's maximum clock; target meas. = on the device. Energy and "
+          "power are estimates (45 nm, Horowitz ISSCC 2014): est. dynamic power = estimated "
+          "energy per inference × frame rate, not board power; board power appears only where "
+          "it was measured on the device.")
 LAYER_ROWS = 40  # the per-layer table lists the most energy-hungry layers; the JSON has all
 
 
@@ -49,13 +52,28 @@ def _median(entry: dict | None) -> float | None:
     return entry.get("median") if entry else None
 
 
-SUMMARY_COLUMNS = ("target", "variant", "precision", "params", "MACs", "accuracy", "weights",
-                   "peak act.", "host ms (med / p90)", "target est. ms", "target meas. ms",
-                   "energy mJ", "power W")
+SUMMARY_COLUMNS = ("target", "variant", "precision", "params", "MACs", "accuracy (test)",
+                   "weights", "peak act.", "host ms (med / p90)", "target est. ms",
+                   "target meas. ms", "est. energy mJ (45 nm)", "est. dynamic power W (45 nm)")
+BOARD_POWER = "board power W (measured)"
+
+
+def summary_columns(report: dict) -> tuple[str, ...]:
+    """The summary's columns: board power only when some variant measured it."""
+    return SUMMARY_COLUMNS + ((BOARD_POWER,) if _any_board_power(report) else ())
+
+
+def _board_power(v: dict) -> float | None:
+    return (v["latency_ms"].get("target_measured") or {}).get("power_w")
+
+
+def _any_board_power(report: dict) -> bool:
+    return any(_board_power(v) is not None for v in report["variants"])
 
 
 def summary_rows(report: dict) -> list[list[str]]:
-    """One row of display strings per variant, in SUMMARY_COLUMNS order."""
+    """One row of display strings per variant, in summary_columns(report) order."""
+    board = _any_board_power(report)
     rows = []
     for v in report["variants"]:
         lat = v["latency_ms"]
@@ -68,7 +86,8 @@ def summary_rows(report: dict) -> list[list[str]]:
                      host_s, fmt_float(lat.get("target_estimated")),
                      fmt_float(_median(lat.get("target_measured"))),
                      fmt_float(v["energy_mj"]["total"], 4),
-                     "—" if not power else f"{power['total']:.4f} @ {power['fps']:g} fps"])
+                     "—" if not power else f"{power['total']:.4f} at {power['fps']:g} fps"]
+                    + ([fmt_float(_board_power(v), 2)] if board else []))
     return rows
 
 
@@ -95,9 +114,9 @@ def energy_section(report: dict) -> list[tuple]:
             + [fmt_float(v["energy_mj"][k], 4) for k in ("compute", "weights_dram", "activations",
                                                          "total")]
             for v in report["variants"]]
-    header = ["target", "variant", "precision", "compute mJ", "weights DRAM mJ",
-              "activations mJ", "total mJ"]
-    return [("h", 2, "Energy per inference (estimated)"), ("table", header, rows)]
+    header = ["target", "variant", "precision", "est. compute mJ", "est. weights DRAM mJ",
+              "est. activations mJ", "est. total mJ"]
+    return [("h", 2, "Energy per inference (estimated, 45 nm)"), ("table", header, rows)]
 
 
 def pruning_section(pruning: dict | None) -> list[tuple]:
@@ -113,6 +132,11 @@ def pruning_section(pruning: dict | None) -> list[tuple]:
                                   if not isinstance(s[k], (list, dict))))
         out += [("h", 3, "Stages"), ("table", keys, [[str(s.get(k, "")) for k in keys]
                                                      for s in stages])]
+    removed = [r for r in pruning.get("removed_units") or [] if isinstance(r, dict)]
+    if removed:
+        out += [("h", 3, "Removed units"), ("table", ["unit", "removed in stage"],
+                                            [[str(r.get("unit")), str(r.get("stage"))]
+                                             for r in removed])]
     return out
 
 
@@ -127,7 +151,7 @@ def layers_section(v: dict) -> list[tuple]:
              fmt_float(lay.get("energy_mj", {}).get("total"), 5),
              fmt_float(lay.get("latency_estimated_ms"), 4)] for lay in layers[:LAYER_ROWS]]
     header = ["layer", "op", "output", "precision", "MACs", "params", "weights",
-              "activations r+w", "energy mJ", "est. ms"]
+              "activations r+w", "est. energy mJ", "est. ms"]
     more = len(layers) - LAYER_ROWS
     name = f"{v.get('target') + ' / ' if v.get('target') else ''}{v['name']} ({v['precision']})"
     return ([("h", 2, f"Layers of {name}, by energy"), ("table", header, rows)]
@@ -202,9 +226,21 @@ def device_layers_section(v: dict) -> list[tuple]:
         + ([("p", note)] if note else [])
 
 
+def normalization_section(model: dict | None) -> list[tuple]:
+    """Which mean/std the inputs were normalized with, and where they came from."""
+    norm = (model or {}).get("normalization") if isinstance(model, dict) else None
+    if not isinstance(norm, dict) or not norm.get("mean"):
+        return []
+    fmt = lambda xs: ", ".join(f"{float(x):.4f}" for x in xs)  # noqa: E731
+    return [("h", 2, "Input normalization"),
+            ("p", f"mean ({fmt(norm['mean'])}), std ({fmt(norm.get('std') or [])}), from "
+                  f"{norm.get('source') or 'the checkpoint'}")]
+
+
 def sections(report: dict) -> list[tuple]:
-    """What follows the summary table: the precision's reason, energy, pruning, what the device
-    measured, the final variant's layers."""
-    return (precision_section(report.get("precision_choice")) + energy_section(report)
+    """What follows the summary table: the precision's reason, the input normalization, energy,
+    pruning, what the device measured, the final variant's layers."""
+    return (precision_section(report.get("precision_choice"))
+            + normalization_section(report.get("model")) + energy_section(report)
             + pruning_section(report.get("pruning")) + device_section(report)
             + layers_section(final_variant(report)))

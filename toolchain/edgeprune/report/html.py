@@ -14,15 +14,15 @@ import warnings
 
 from edgeprune.report.format import (
     LEGEND,
-    SUMMARY_COLUMNS,
     final_variant,
     model_name,
     report_title,
     sections,
+    summary_columns,
     summary_rows,
 )
 
-LAYER_BARS = 30  # the per-layer plot shows the most energy-hungry layers, in execution order
+LAYER_BARS = 30  # the per-layer plot shows the most energy-hungry layers, largest on top
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
@@ -40,7 +40,7 @@ def render_html(report: dict, mi_png: bytes | None = None) -> str:
     title = report_title(report)
     body = [f"<h1>{_e(title)}</h1>", f"<p class=note>edgeprune {_e(report['edgeprune_version'])}"
             + (f" · model {_e(model_name(report))}" if report.get("model") else "")
-            + "</p>", "<h2>Variants</h2>", _table(SUMMARY_COLUMNS, summary_rows(report)),
+            + "</p>", "<h2>Variants</h2>", _table(summary_columns(report), summary_rows(report)),
             f"<p class=note>{_e(LEGEND)}</p>"]
     body += ["<h2>Plots</h2>"] + [_img(png, alt) for alt, png in _plots(report)]
     if mi_png:
@@ -96,7 +96,9 @@ def _plots(report: dict) -> list[tuple[str, bytes]]:
     import matplotlib.pyplot as plt
 
     plots = []
-    for alt, draw in (("accuracy vs MACs", _plot_accuracy), ("latency per variant", _plot_latency),
+    for alt, draw in (("accuracy vs MACs", _plot_accuracy),
+                      ("accuracy vs target latency", _plot_pareto),
+                      ("latency per variant", _plot_latency),
                       ("energy per variant", _plot_energy),
                       ("per-layer energy of the final variant", _plot_layers)):
         fig = draw(plt, report)
@@ -113,17 +115,50 @@ def _plots(report: dict) -> list[tuple[str, bytes]]:
 
 
 def _plot_accuracy(plt, report: dict):
-    pts = [(v["macs"], v["accuracy"], _label(v, report)) for v in report["variants"]
+    pts = [(v["macs"] / 1e6, 100 * v["accuracy"], _label(v, report)) for v in report["variants"]
            if v.get("accuracy") is not None]
     if not pts:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for macs, acc, label in pts:
-        ax.scatter(macs / 1e6, 100 * acc)
-        ax.annotate(label.replace("\n", " "), (macs / 1e6, 100 * acc), fontsize=8,
-                    xytext=(4, 4), textcoords="offset points")
-    ax.set(xlabel="MACs (millions)", ylabel="accuracy (%)", title="Accuracy vs MACs")
+    return _scatter(plt, pts, "MACs (millions)", "Accuracy (test split) vs MACs")
+
+
+def _plot_pareto(plt, report: dict):
+    """Accuracy against the latency that best describes the device: measured there, else the
+    target estimate; the variants no other beats on both are joined (the Pareto front)."""
+    pts = []
+    for v in report["variants"]:
+        lat = v["latency_ms"]
+        ms = (lat.get("target_measured") or {}).get("median") or lat.get("target_estimated")
+        if v.get("accuracy") is not None and ms:
+            pts.append((ms, 100 * v["accuracy"], _label(v, report)))
+    if len(pts) < 2:
+        return None
+    fig = _scatter(plt, pts, "ms per inference on the target (measured, else estimated)",
+                   "Accuracy (test split) vs target latency")
+    front = sorted(p for p in pts if not any(q[0] <= p[0] and q[1] >= p[1] and q != p
+                                             for q in pts))
+    ax = fig.axes[0]
+    ax.plot([p[0] for p in front], [p[1] for p in front], "--o", color="grey", mfc="none",
+            ms=13, label="Pareto front")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def _scatter(plt, pts, xlabel: str, title: str):
+    """One marker per variant, named in a legend beside the plot (labels written next to the
+    points printed over each other wherever variants lie close); the y-axis never passes
+    100%."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    markers = "osD^v<>Pp*Xh"
+    for i, (x, y, label) in enumerate(pts):
+        ax.scatter(x, y, marker=markers[i % len(markers)], s=50, alpha=0.8,
+                   label=label.replace("\n", " "))
+    lo = min(y for _, y, _ in pts)
+    ax.set_ylim(max(0.0, lo - max(5.0, 0.3 * (100 - lo))), 100.0)
+    ax.set(xlabel=xlabel, ylabel="accuracy (%)", title=title)
+    ax.margins(x=0.15)
     ax.grid(alpha=.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -161,29 +196,31 @@ def _plot_energy(plt, report: dict):
         ax.bar(range(len(vs)), vals, bottom=bottom, label=label)
         bottom += vals
     ax.set_xticks(range(len(vs)), [_label(v, report) for v in vs], fontsize=8)
-    ax.set(ylabel="mJ per inference (45 nm estimate)", title="Energy per variant")
+    ax.set(ylabel="est. mJ per inference (45 nm)", title="Estimated energy per variant")
     ax.legend(fontsize=8)
     return fig
 
 
 def _plot_layers(plt, report: dict):
+    """The most energy-hungry layers as horizontal bars, so that their names read in full."""
     import numpy as np
 
     v = final_variant(report)
-    layers = [(i, lay) for i, lay in enumerate(v["layers"]) if lay.get("energy_mj")]
+    layers = [lay for lay in v["layers"] if lay.get("energy_mj", {}).get("total", 0) > 0]
     if not layers:
         return None
-    top = sorted(layers, key=lambda p: -p[1]["energy_mj"]["total"])[:LAYER_BARS]
-    top = [lay for _, lay in sorted(top, key=lambda p: p[0])]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    bottom = np.zeros(len(top))
+    top = sorted(layers, key=lambda lay: -lay["energy_mj"]["total"])[:LAYER_BARS][::-1]
+    fig, ax = plt.subplots(figsize=(9, 0.5 + 0.28 * len(top)))
+    left = np.zeros(len(top))
     for key in ("compute", "weights_dram", "activations"):
         vals = np.array([lay["energy_mj"][key] for lay in top])
-        ax.bar(range(len(top)), vals, bottom=bottom, label=key.replace("_", " "))
-        bottom += vals
-    names = [_text(lay["name"].strip("/").replace("/", ".")[-28:]) for lay in top]
-    ax.set_xticks(range(len(top)), names, rotation=75, fontsize=6)
-    ax.set(ylabel="mJ per inference", title=f"Per-layer energy: {_label(v, report)}"
-           .replace("\n", " "))
-    ax.legend(fontsize=8)
+        ax.barh(range(len(top)), vals, left=left, label=key.replace("_", " "))
+        left += vals
+    names = [_text(lay["name"].strip("/").replace("/", ".")) for lay in top]
+    ax.set_yticks(range(len(top)), names, fontsize=7)
+    more = len(layers) - len(top)
+    ax.set(xlabel="est. mJ per inference (45 nm)", title=(
+        f"Per-layer energy: {_label(v, report)}, top {len(top)} layers"
+        + (f" ({more} more in report.json)" if more > 0 else "")).replace("\n", " "))
+    ax.legend(fontsize=8, loc="lower right")
     return fig

@@ -12,10 +12,10 @@ from urllib.parse import quote
 
 from edgeprune.report.format import (
     LEGEND,
-    SUMMARY_COLUMNS,
     model_name,
     report_title,
     sections,
+    summary_columns,
     summary_rows,
 )
 
@@ -57,7 +57,7 @@ def render_markdown(report: dict) -> str:
     parts = [f"# {md_text(report_title(report))}", "",
              md_text(f"edgeprune {report['edgeprune_version']}"
                      + (f" · model {name}" if report.get("model") else "")), ""]
-    parts += ["## Variants", "", table(SUMMARY_COLUMNS, summary_rows(report)), ""]
+    parts += ["## Variants", "", table(summary_columns(report), summary_rows(report)), ""]
     parts += [md_text(LEGEND), ""]
     parts += render_blocks(sections(report))
     if report.get("mi_plot"):
