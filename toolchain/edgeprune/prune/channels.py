@@ -51,7 +51,8 @@ def dependency_graph(model: nn.Module, input_shape) -> object:
     was = model.training
     model.eval()
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        with torch.enable_grad():  # the graph is traced through autograd
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
     finally:
         model.train(was)
 
