@@ -261,6 +261,7 @@ def prune_model_channels(loaded, data, config, out_dir, progress=None):
     from edgeprune.atomic import write_json
     from edgeprune.checkpoint import save_checkpoint
     from edgeprune.prune.mspic import PruneResult, prune_model
+    from edgeprune.units import list_units
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -276,8 +277,9 @@ def prune_model_channels(loaded, data, config, out_dir, progress=None):
     summary = {
         "method": config.method,
         "stages": (units.summary["stages"] if units else 0) + 1,
-        "units_before": units.summary["units_before"] if units else None,
-        "units_after": units.summary["units_after"] if units else None,
+        "units_before": (units.summary["units_before"] if units
+                         else len(list_units(loaded.model))),
+        "units_after": len(list_units(pruned.model)),
         "params_before": first["params_before"], "params_after": mint["params_after"],
         "macs_before": first["macs_before"], "macs_after": mint["macs_after"],
         "channels_removed": mint["channels_removed"],
