@@ -29,7 +29,7 @@ from edgeprune.compat import CompatReport
 from edgeprune.errors import EdgepruneError
 from edgeprune.precision import Resolution
 
-METHODS = ("mspic", "random", "l1", "cost", "none")
+METHODS = ("mspic", "random", "l1", "cost", "mint", "mspic+mint", "none")
 STATE_FILE = BuildDir.STATE
 
 

@@ -36,7 +36,8 @@ class BuildDir:
     WORK = ".work"  # scratch files of a running build (removed when it ends)
     # What a quantize stage may write (see edgeprune.quantize).
     QUANTIZED = ("model.fp32.onnx", "model.fp16.onnx", "model.int8.tensorrt.onnx",
-                 "model.int8.ort-cpu.onnx", "model.binary.onnx", "model.binary.packed")
+                 "model.int8.ort-cpu.onnx", "model.binary.onnx", "model.binary.packed",
+                 "model.shared.onnx", "model.shared.packed")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))

@@ -42,6 +42,8 @@ class ModelInfo:
     std: tuple[float, ...] | None = None
     class_names: list[str] | None = None
     removed_units: list[str] = field(default_factory=list)
+    # filters were removed (MINT): the tensors' shapes give the widths (see prune.channels)
+    channels_pruned: bool = False
 
     @property
     def in_channels(self) -> int:
@@ -66,6 +68,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, info: ModelInfo) -> Path
         "class_names": info.class_names,
         "removed_units": list(info.removed_units),
         "edgeprune_version": __version__,
+        **({"channels_pruned": True} if info.channels_pruned else {}),
     }
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
@@ -159,6 +162,10 @@ def _from_checkpoint(path: Path, ckpt: dict) -> LoadedModel:
         from edgeprune.surgery import remove_units
 
         model = remove_units(model, info.removed_units)
+    if info.channels_pruned:
+        from edgeprune.prune.channels import fit_to_state
+
+        fit_to_state(model, state)
     _load_weights(path, model, state, info.arch)
     if info.input_shape:
         check_runs(path, model, info)
@@ -182,6 +189,7 @@ def _checkpoint_info(path: Path, ckpt: dict) -> ModelInfo:
         arch=ckpt["arch"], num_classes=num_classes, input_shape=shape, mean=mean, std=std,
         class_names=_class_names(path, ckpt.get("class_names"), num_classes),
         removed_units=_str_list(path, ckpt.get("removed_units"), "removed_units"),
+        channels_pruned=ckpt.get("channels_pruned") is True,
     )
 
 

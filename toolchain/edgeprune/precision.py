@@ -42,6 +42,11 @@ _ALL = (
     Precision("int8", 8, True, "int8", 1, "calibrated int8 (QDQ)"),
     Precision("binary", 1, True, None, 4, "1-bit weights with a float scale per channel "
               "(a storage format: TensorRT runs it with float kernels)"),
+    # Deep Compression: 2^b shared values per layer, Huffman-coded indices. A storage and
+    # download format only: TensorRT runs the decoded float weights (bits: what the device
+    # reads per weight at run time).
+    Precision("shared", 32, True, None, 5, "k-means shared weights + Huffman coding "
+              "(a storage format: TensorRT runs the decoded float weights)"),
 )
 PRECISIONS: dict[str, Precision] = {p.name: p for p in _ALL}
 ENGINE_PRECISIONS = tuple(p.name for p in _ALL if p.engine == p.name)  # fp32, fp16, int8

@@ -30,8 +30,9 @@ AllowEmulated = Annotated[bool | None, typer.Option(
     "--allow-emulated/--no-allow-emulated",
     help="Allow a precision the target has no fast path for (it runs emulated).")]
 Precision = Annotated[str | None, typer.Option(
-    "--precision", help="auto (the fastest by the target's latency estimate), fp32, fp16, int8 "
-                        "or binary.")]
+    "--precision", help="auto (the fastest by the target's latency estimate), fp32, fp16, int8, "
+                        "binary or shared (Deep Compression: k-means shared weights + "
+                        "Huffman; shrinks the stored file, not latency).")]
 OutDir = Annotated[Path | None, typer.Option("--out", help="Directory to write into.")]
 MeasureHost = Annotated[bool | None, typer.Option(
     "--measure-host/--no-measure-host", help="Time every variant with ONNX Runtime here "
@@ -47,6 +48,10 @@ CalibrationMethod = Annotated[str | None, typer.Option(
     "--calibration-method", help="minmax, entropy or percentile (default: the recipe's).")]
 BinaryEpochs = Annotated[int | None, typer.Option(
     "--binary-epochs", help="STE fine-tuning epochs for binary weights [default: 5].")]
+SharedBits = Annotated[int | None, typer.Option(
+    "--shared-bits", help="shared precision: 2^b shared weight values per layer [default: 5].")]
+SharedEpochs = Annotated[int | None, typer.Option(
+    "--shared-epochs", help="shared precision: centroid fine-tuning epochs [default: 3].")]
 DlaCore = Annotated[int | None, typer.Option(
     "--dla-core", help="Run on this DLA core, with GPU fallback (Xavier, Orin NX, AGX Orin).")]
 

@@ -19,7 +19,20 @@ def prune_cmd(
                              "mspic.png and stages/."),
     method: str = typer.Option(None, "--method", help="mspic, random, l1 or cost (the "
                                "baselines remove as many units as MSPIC would; cost: those "
-                               "whose removal alone costs least) [default: mspic]."),
+                               "whose removal alone costs least); mint (filters, by the "
+                               "dependency between adjacent layers) or mspic+mint (units, then "
+                               "filters) [default: mspic]."),
+    mint_percentile: float = typer.Option(None, "--mint-percentile", help="MINT: per-layer "
+                                          "threshold, a percentile of the dependency matrix "
+                                          "[default: 90]."),
+    mint_samples: int = typer.Option(None, "--mint-samples", help="MINT: training images for "
+                                     "the GMI estimate [default: 200]."),
+    mint_pool: int = typer.Option(None, "--mint-pool", help="MINT: activation maps pooled to "
+                                  "N×N [default: 2]."),
+    mint_min_keep: float = typer.Option(None, "--mint-min-keep", help="MINT: fraction of each "
+                                        "layer's filters always kept [default: 0.1]."),
+    mint_scope: str = typer.Option(None, "--mint-scope", help="MINT: all, or internal (no "
+                                   "channels of residual streams or concatenations)."),
     stages: o.Stages = None,
     resolutions: o.Resolutions = None,
     max_error_increase: o.MaxErrorIncrease = None,
@@ -65,7 +78,9 @@ def prune_cmd(
         batch_size=batch_size, samples=samples, sigma2=sigma2, scaling=scaling,
         clustering=clustering, target_reduction=target_reduction, target_metric=target_metric,
         seed=seed, device=device, variant=variant, score=score, keep=keep,
-        epsilon_mode=epsilon_mode, objective=objective,
+        epsilon_mode=epsilon_mode, objective=objective, mint_percentile=mint_percentile,
+        mint_samples=mint_samples, mint_pool=mint_pool, mint_min_keep=mint_min_keep,
+        mint_scope=mint_scope,
         resolutions=o.parse_floats(resolutions, "--resolutions") if resolutions else None,
         max_error_increase=o.epsilon(max_error_increase),
         ks=[int(k) for k in o.parse_floats(clusters, "--clusters")] if clusters else None,
@@ -80,6 +95,13 @@ def prune_cmd(
     if not distributed.is_main():  # under torchrun rank 0 alone reports
         return
     s = result.summary
+    if "channels_removed" in s:
+        console.print(f"{s['method']}: {s['channels_removed']} filters removed; params "
+                      f"{s['params_before']:,} → {s['params_after']:,}; MACs "
+                      f"{s['macs_before']:,} → {s['macs_after']:,}; val accuracy "
+                      f"{s['val_accuracy_before']:.2%} → {s['val_accuracy_after']:.2%}")
+        console.print(f"wrote {result.path}, {out / 'mspic.json'}")
+        return
     console.print(
         f"{s['method']}: {s['units_before']} → {s['units_after']} units in {s['stages']} "
         f"stage(s); params {s['params_before']:,} → {s['params_after']:,}; MACs "

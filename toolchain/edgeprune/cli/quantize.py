@@ -17,8 +17,8 @@ from edgeprune.cli.app import command, console, make_progress
 @command("quantize")
 def quantize_cmd(
     model: Path = typer.Argument(..., help="Checkpoint (.pt) to quantize (pruned or not)."),
-    precision: str = typer.Option(..., "--precision", help="fp16, int8, binary, fp32 or auto "
-                                  "(the fastest by the target's latency estimate)."),
+    precision: str = typer.Option(..., "--precision", help="fp16, int8, binary, shared, fp32 or "
+                                  "auto (the fastest by the target's latency estimate)."),
     data: str = typer.Option(None, "--data", help="Data spec (cifar10:DIR, npz:FILE, "
                              "imagefolder:DIR, digits): int8 calibrates on its train split, "
                              "binary fine-tunes on it, accuracy uses its test split."),
@@ -35,6 +35,8 @@ def quantize_cmd(
     int8_flavour: str = typer.Option(None, "--int8-flavour", help="auto (from the target's "
                                      "runtime), tensorrt (s8 symmetric QDQ) or ort-cpu (u8s8)."),
     binary_epochs: o.BinaryEpochs = None,
+    shared_bits: o.SharedBits = None,
+    shared_epochs: o.SharedEpochs = None,
     binary_lr: float = typer.Option(None, "--binary-lr", help="STE fine-tune learning rate."),
     binary_activations: bool = typer.Option(None, "--binary-activations", help="Also binarize "
                                             "the inputs of the binarized layers (sign)."),
@@ -51,7 +53,8 @@ def quantize_cmd(
     quantize = o.given(calibration_samples=calibration_samples,
                        calibration_method=calibration_method, percentile=percentile,
                        recipe=recipe, int8_flavour=int8_flavour, binary_epochs=binary_epochs,
-                       binary_lr=binary_lr, binary_activations=binary_activations)
+                       binary_lr=binary_lr, binary_activations=binary_activations,
+                       shared_bits=shared_bits, shared_epochs=shared_epochs)
     quantize.update(binary_skip_first=not binarize_first,
                     binary_skip_classifier=not binarize_classifier)
     with make_progress(transient=True) as progress:
@@ -81,5 +84,12 @@ def _print(state, out: Path) -> None:
         console.print(f"binary: accuracy before fine-tune {s['accuracy_before_finetune']:.2%}, "
                       f"after {s['accuracy_after_finetune']:.2%}; packed weights {p['bytes']:,} "
                       f"bytes = 1/{1 / p['ratio']:.1f} of their fp32 bytes")
+    if precision == "shared":
+        b = s["storage_bytes"]
+        console.print(f"shared: accuracy before fine-tune {s['accuracy_before_finetune']:.2%}, "
+                      f"after {s['accuracy_after_finetune']:.2%}; stored weights fp32 "
+                      f"{b['fp32']:,} / fp16 {b['fp16']:,} / int8 {b['int8']:,} / shared+Huffman "
+                      f"{b['shared_huffman']:,} bytes ({s['packed']['file']}); "
+                      f"{s['deployment_note']}")
     if q.calibration_cache:
         console.print(f"TensorRT calibration cache: {Path(out) / q.calibration_cache}")

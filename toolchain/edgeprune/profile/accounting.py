@@ -135,6 +135,8 @@ def account(model, precision: str = "fp32") -> GraphAccount:
 
     if precision not in PRECISION_BITS:
         raise ValueError(f"unknown precision {precision!r}")
+    if precision == "shared":  # the runtime holds and reads the decoded float weights
+        precision = "fp32"
     model = onnx.shape_inference.infer_shapes(model)
     g = model.graph
     inits = {i.name: i for i in g.initializer}

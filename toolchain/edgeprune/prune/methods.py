@@ -192,6 +192,16 @@ def l1_norm(unit: SkipUnit) -> float:
     return total
 
 
+def _filters_not_units(ctx: StageContext) -> Selection:
+    raise EdgepruneError("mint removes filters, not units: run it through prune_model")
+
+
+# Filter pruning (edgeprune.prune.mint) has its own loop; registered so that its names are valid
+# --method choices wherever methods are listed.
+register_method("mint")(_filters_not_units)
+register_method("mspic+mint")(_filters_not_units)
+
+
 # ---------------------------------------------------------------- helpers
 
 

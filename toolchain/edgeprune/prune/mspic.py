@@ -76,6 +76,12 @@ class PruneConfig:
     keep: str = "first"                # which unit a cluster keeps: first | score | cost
     epsilon_mode: str = "stage"        # stage | budget | absolute (see EPSILON_MODES)
     shuffles: int = 8                  # label shuffles for score = mi-shuffle
+    # --method mint / mspic+mint (filters, edgeprune.prune.mint)
+    mint_percentile: float = 90.0      # per-layer threshold: percentile of the GMI matrix
+    mint_samples: int = 200            # training images for the GMI estimate
+    mint_pool: int = 2                 # activation maps pooled to pool × pool
+    mint_min_keep: float = 0.1         # keep at least this fraction of each group
+    mint_scope: str = "all"            # all | internal (no residual/concat groups)
     seed: int = 0
     resume: bool = False
     device: str = "cpu"
@@ -116,6 +122,10 @@ class PruneConfig:
                     f"{', '.join(allowed)}")
         if self.ks is not None and not all(int(k) >= 1 for k in self.ks):
             bad(f"cluster counts must be ≥ 1, got {self.ks}")
+        if self.method in ("mint", "mspic+mint"):
+            from edgeprune.prune.mint import mint_config
+
+            mint_config(self).validate()
         if self.score == "mi-shuffle" and self.shuffles < 1:
             bad(f"mi-shuffle needs at least 1 label shuffle, got {self.shuffles}")
         from edgeprune.train import resolve_device
@@ -162,6 +172,10 @@ def prune_model(loaded: LoadedModel, data: Dataset, config: PruneConfig, out_dir
     stages/ under ``out_dir``. ``data`` must be normalised as the model was trained
     (:func:`edgeprune.checkpoint.data_for_model`). The input model is not modified."""
     config.validate()
+    if config.method in ("mint", "mspic+mint"):  # filters, not only units: edgeprune.prune.mint
+        from edgeprune.prune.mint import prune_model_channels
+
+        return prune_model_channels(loaded, data, config, out_dir, progress)
     config = replace(config.resolved(), device=distributed.setup(config.device))
     progress = progress if distributed.is_main() else None
     out_dir = Path(out_dir)

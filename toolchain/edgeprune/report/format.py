@@ -237,10 +237,28 @@ def normalization_section(model: dict | None) -> list[tuple]:
                   f"{norm.get('source') or 'the checkpoint'}")]
 
 
+def storage_section(q: dict | None) -> list[tuple]:
+    """Deep Compression (precision ``shared``): the stored size beside fp32/fp16/int8, and
+    what it does not change."""
+    sizes = q.get("storage_bytes") if isinstance(q, dict) else None
+    if not isinstance(sizes, dict) or "shared_huffman" not in sizes:
+        return []
+    names = [("fp32", "fp32"), ("fp16", "fp16"), ("int8", "int8 (per-tensor scale)"),
+             ("shared_fixed_width", "shared, fixed-width indices"),
+             ("shared_huffman", "shared + Huffman (packed file)")]
+    rows = [[label, f"{sizes[k]:,}", f"{sizes['fp32'] / max(1, sizes[k]):.1f}x"]
+            for k, label in names if isinstance(sizes.get(k), int)]
+    return [("h", 2, "Stored size (Deep Compression)"),
+            ("table", ["stored as", "bytes", "vs fp32"], rows),
+            ("p", str(q.get("deployment_note", "")))]
+
+
 def sections(report: dict) -> list[tuple]:
-    """What follows the summary table: the precision's reason, the input normalization, energy,
-    pruning, what the device measured, the final variant's layers."""
+    """What follows the summary table: the precision's reason, the stored size (shared), the
+    input normalization, energy, pruning, what the device measured, the final variant's
+    layers."""
     return (precision_section(report.get("precision_choice"))
+            + storage_section(report.get("quantization"))
             + normalization_section(report.get("model")) + energy_section(report)
             + pruning_section(report.get("pruning")) + device_section(report)
             + layers_section(final_variant(report)))
