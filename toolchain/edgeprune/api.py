@@ -262,7 +262,11 @@ def build_model(config: BuildConfig, *, resume: bool = False,
     object with rich Progress's add_task/update/advance), finished stages to ``on_stage``."""
     from edgeprune.build import run_build
 
-    config.model, config.out = Path(config.model), Path(config.out)
+    # strings become paths; anything else is left for the build's own checks to refuse in one line
+    if isinstance(config.model, str):
+        config.model = Path(config.model)
+    if isinstance(config.out, str):
+        config.out = Path(config.out)
     if isinstance(config.target_file, str):
         config.target_file = Path(config.target_file)
     state = run_build(config, resume=resume, log=on_log or _log,
