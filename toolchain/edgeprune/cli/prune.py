@@ -51,9 +51,12 @@ def prune_cmd(
                                 "in OUT/stages (same model and options)."),
     device: str = typer.Option(None, "--device", help="torch device for fine-tuning."),
     trust_model: o.TrustModel = False,
+    arch: o.Arch = None,
+    num_classes: o.NumClasses = None,
+    input_size: o.InputSize = None,
 ) -> None:
     """Remove skip-units stage by stage (MSPIC), fine-tuning after each stage."""
-    from edgeprune.checkpoint import data_for_model, load_model
+    from edgeprune.checkpoint import arch_spec, data_for_model, load_model
     from edgeprune.config import checked_overrides
     from edgeprune.data import load_dataset
     from edgeprune.prune import PruneConfig, prune_model
@@ -69,7 +72,8 @@ def prune_cmd(
         ks=[int(k) for k in o.parse_floats(clusters, "--clusters")] if clusters else None,
     ) | {"resume": resume}, "")
     config.validate()  # before loading anything, so bad options fail fast
-    loaded = load_model(model, trust_model=trust_model)
+    spec = arch_spec(arch, num_classes, input_size)
+    loaded = load_model(model, trust_model=trust_model, arch=spec)
     ds = data_for_model(loaded, load_dataset(data))
     with make_progress() as progress:
         result = prune_model(loaded, ds, config, out, progress=progress)

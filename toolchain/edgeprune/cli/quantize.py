@@ -44,6 +44,9 @@ def quantize_cmd(
                                              "classifier too (usually kept float)."),
     seed: o.Seed = None,
     trust_model: o.TrustModel = False,
+    arch: o.Arch = None,
+    num_classes: o.NumClasses = None,
+    input_size: o.InputSize = None,
 ) -> None:
     """Quantize a model and report its accuracy next to fp32's in OUT/quantize.json."""
     from edgeprune.build import BuildConfig, run_build
@@ -57,7 +60,8 @@ def quantize_cmd(
     cfg = BuildConfig(target=target if target or target_file else "host-cpu",
                       target_file=target_file, model=model, data=data, out=out,
                       precision=precision, method="none", measure_host=False,
-                      trust_model=trust_model, quantize=quantize,
+                      trust_model=trust_model, quantize=quantize, arch=arch,
+                      num_classes=num_classes, input_size=input_size,
                       **o.given(seed=seed, allow_emulated=allow_emulated))
     with make_progress(transient=True) as progress:
         state = run_build(cfg, log=lambda m: None, progress=progress,
