@@ -120,7 +120,7 @@ def test_bad_model_inputs_are_one_line_errors(tmp_path):
     """All rows side by side (each is an interpreter start); each must fail with exit 2, one
     line naming what to do, no traceback, --out untouched."""
     dirs = []
-    for i, row in enumerate(BAD):
+    for i in range(len(BAD)):
         d = tmp_path / str(i)
         d.mkdir()
         dirs.append(d)
@@ -185,3 +185,38 @@ def test_inspect_lists_graph_units_of_a_state_dict(tmp_path):
     report = json.loads(r.stdout)
     assert report["found_on"] == "graph" and report["totals"]["units"] == 10
     assert report["units"][0]["name"] == "features.3" and report["units"][0]["params"] > 0
+
+
+# ---------------------------------------------------------------- prune and build
+
+
+def _build(tmp: Path, weights: Path, data: str, *extra) -> subprocess.CompletedProcess:
+    return cli("build", weights, "--arch", "tv:mobilenet_v2", "--data", data, "--target",
+               "jetson-orin-nano", "--precision", "fp32", "--out", tmp / "out",
+               "--no-measure-host", *extra, cwd=tmp)
+
+
+def test_build_of_a_torchvision_state_dict_prunes_on_the_graph_and_loads_back(tmp_path):
+    """Small form of the README's build: an untrained tv:mobilenet_v2 on digits, one MSPIC
+    stage without fine-tuning; ε = 1 so that the stage must remove units."""
+    r = _build(tmp_path, state_dict_file(tmp_path), "digits", "--stages", "1",
+               "--finetune-epochs", "0", "--samples", "100", "--resolutions", "0.3",
+               "--max-error-increase", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    built = tmp_path / "out"
+    mspic = json.loads((built / "mspic.json").read_text())
+    removed = mspic["summary"]["removed_units"]
+    assert removed and mspic["summary"]["units_after"] == 10 - len(removed)
+    assert mspic["summary"]["params_after"] < mspic["summary"]["params_before"]
+    back = load_model(built / "pruned.pt")  # no --arch, no --trust-model: replayed as data
+    assert back.info.arch == "tv:mobilenet_v2" and back.info.removed_units == removed
+    from edgeprune.units import list_units
+
+    assert len(list_units(back.model)) == 10 - len(removed)
+    report = json.loads((built / "report.json").read_text())
+    names = [v["name"] for v in report["variants"]]
+    assert "pruned" in " ".join(names)
+    pruned = next(v for v in report["variants"] if v["name"].startswith("pruned"))
+    original = next(v for v in report["variants"] if v["name"].startswith("original"))
+    assert pruned["params"] < original["params"] and pruned["macs"] < original["macs"]
+    assert pruned["latency_ms"]["target_estimated"] > 0
