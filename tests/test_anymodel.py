@@ -220,3 +220,22 @@ def test_build_of_a_torchvision_state_dict_prunes_on_the_graph_and_loads_back(tm
     original = next(v for v in report["variants"] if v["name"].startswith("original"))
     assert pruned["params"] < original["params"] and pruned["macs"] < original["macs"]
     assert pruned["latency_ms"]["target_estimated"] > 0
+
+
+@pytest.mark.slow
+def test_full_build_of_mobilenet_v2_trained_on_the_cifar_subset(tmp_path, cifar_subset_path):
+    """The README's run in brief: train tv:mobilenet_v2 a few epochs, save a plain state_dict,
+    build it with MSPIC for jetson-orin-nano."""
+    data = f"npz:{cifar_subset_path}"
+    r = cli("train", "--arch", "tv:mobilenet_v2", "--data", data, "--epochs", "3", "--out",
+            tmp_path / "ckpt.pt", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    weights = tmp_path / "weights.pt"
+    torch.save(torch.load(tmp_path / "ckpt.pt", weights_only=True)["state_dict"], weights)
+    r = _build(tmp_path, weights, data, "--stages", "2", "--finetune-epochs", "1",
+               "--samples", "500")
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "mspic.json").read_text())["summary"]
+    assert summary["units_before"] == 10
+    back = load_model(tmp_path / "out" / "pruned.pt")
+    assert back.info.removed_units == summary["removed_units"]

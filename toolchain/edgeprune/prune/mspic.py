@@ -32,7 +32,7 @@ from edgeprune.prune.methods import StageContext, gated_val_error, get_method, l
 from edgeprune.prune.policies import CLUSTERINGS, KEEP_RULES, kmeans_ks
 from edgeprune.surgery import remove_units
 from edgeprune.train import TrainConfig, evaluate, train
-from edgeprune.units import list_units, prunable
+from edgeprune.units import is_graph, list_units, prunable
 
 TARGET_METRICS = ("units", "params", "macs")
 # What ε bounds: stage = the gated val error's increase over the stage's start; budget = its
@@ -164,6 +164,9 @@ def prune_model(loaded: LoadedModel, data: Dataset, config: PruneConfig, out_dir
     info.input_shape = shape
     # Any model that is not the zoo's is pruned as its traced graph (edgeprune.graphunits).
     loaded = LoadedModel(prunable(loaded.model, shape), loaded.info)
+    if config.method == "l1" and is_graph(loaded.model):
+        raise EdgepruneError(f"--method l1 needs the zoo's module-level units and {info.arch} is "
+                             "pruned on its traced graph; use --method mspic or random")
     original = _original_units(info, loaded)
     fingerprint = _fingerprint(loaded, data, config)
     model = copy.deepcopy(loaded.model).cpu().eval()
