@@ -85,13 +85,17 @@ def _log(message: str) -> None:
 # ---------------------------------------------------------------- single stages
 
 
-def load(path: str | Path, *, trust_model: bool = False) -> LoadedModel:
+def load(path: str | Path, *, trust_model: bool = False, arch: str | None = None,
+         num_classes: int | None = None, input_size: str | None = None) -> LoadedModel:
     """A checkpoint, checked and in eval mode (``.model`` is the nn.Module, ``.info`` its
     architecture, input shape, normalization and class names). ``trust_model`` allows a pickled
-    nn.Module, whose unpickling can run code from the file."""
-    from edgeprune.checkpoint import load_model
+    nn.Module, whose unpickling can run code from the file. A plain state_dict needs ``arch``
+    (a zoo name or ``tv:<torchvision builder>``, see ``edgeprune models``), and may need
+    ``num_classes`` and ``input_size`` ("C,H,W")."""
+    from edgeprune.checkpoint import arch_spec, load_model
 
-    return load_model(path, trust_model=trust_model)
+    return load_model(path, trust_model=trust_model,
+                      arch=arch_spec(arch, num_classes, input_size))
 
 
 def load_data(spec: str, model: LoadedModel | None = None, *,
@@ -175,7 +179,8 @@ def quantize_model(model: str | Path, precision: str, out: str | Path, *,
                    config: QuantizeConfig | None = None, seed: int = 0,
                    allow_emulated: bool = False, trust_model: bool = False,
                    target_file: str | Path | None = None, on_progress: Progress | None = None,
-                   progress=None) -> BuildResult:
+                   progress=None, arch: str | None = None, num_classes: int | None = None,
+                   input_size: str | None = None) -> BuildResult:
     """``model`` (a checkpoint file) at ``precision`` (fp16, int8, binary, fp32 or auto) for
     ``target``: the build's load, export and quantize stages, so the precision is decided as a
     build decides it. int8 calibrates on ``data``'s train split, binary fine-tunes on it.
@@ -193,7 +198,8 @@ def quantize_model(model: str | Path, precision: str, out: str | Path, *,
     cfg = BuildConfig(target=target, target_file=Path(target_file) if target_file else None,
                       model=Path(model), data=data, out=Path(out), precision=precision,
                       method="none", measure_host=False, seed=seed, trust_model=trust_model,
-                      allow_emulated=allow_emulated, quantize=overrides)
+                      allow_emulated=allow_emulated, quantize=overrides, arch=arch,
+                      num_classes=num_classes, input_size=input_size)
     state = run_build(cfg, log=_log, progress=progress or CallbackProgress(on_progress),
                       stages=["load", "prune", "export", "quantize"], clear=False)
     return BuildResult(cfg.out, state)

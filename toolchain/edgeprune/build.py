@@ -55,6 +55,9 @@ class BuildConfig:
     method: str = "mspic"
     allow_emulated: bool = False
     trust_model: bool = False
+    arch: str | None = None          # the architecture of a plain state_dict (--arch …)
+    num_classes: int | None = None
+    input_size: str | None = None
     seed: int = 0
     measure_host: bool = True
     fps: float = 30.0
@@ -84,9 +87,15 @@ class BuildConfig:
             get_precision(self.precision)
         check_range("seed", self.seed, "seed")
         check_range("fps", self.fps, "fps")
+        self.arch_spec()
         self.prune_config()
         self.quantize_config()
         self.engine_options()
+
+    def arch_spec(self):
+        from edgeprune.checkpoint import arch_spec
+
+        return arch_spec(self.arch, self.num_classes, self.input_size)
 
     def prune_config(self):
         from edgeprune.config import checked_overrides
@@ -276,7 +285,8 @@ class Context:
         if "original" not in self._cache:
             from edgeprune.checkpoint import load_model
 
-            self._cache["original"] = load_model(self.cfg.model, trust_model=self.cfg.trust_model)
+            self._cache["original"] = load_model(self.cfg.model, trust_model=self.cfg.trust_model,
+                                                 arch=self.cfg.arch_spec())
         return self._cache["original"]
 
     def pruned(self):

@@ -75,8 +75,46 @@ def save_checkpoint(path: str | Path, model: nn.Module, info: ModelInfo) -> Path
     return Path(path)
 
 
-def load_model(path: str | Path, *, trust_model: bool = False) -> LoadedModel:
-    """Load a checkpoint dict (or, with ``trust_model``, a pickled module) in eval mode.
+@dataclass(frozen=True)
+class ArchSpec:
+    """What the command line says about a plain state_dict (``--arch``, ``--num-classes``,
+    ``--input-size``); None fields are taken from the weights or the data."""
+
+    name: str
+    num_classes: int | None = None
+    input_shape: tuple[int, int, int] | None = None
+
+
+def arch_spec(arch: str | None, num_classes: int | None = None,
+              input_size: str | None = None) -> ArchSpec | None:
+    """The ``--arch`` options checked (a known name, sane numbers), before any file is read."""
+    if arch is None:
+        if num_classes is not None or input_size is not None:
+            raise EdgepruneError("--num-classes and --input-size describe the architecture of a "
+                                 "plain state_dict; pass --arch NAME too")
+        return None
+    from edgeprune.models import list_architectures
+
+    if arch not in list_architectures():
+        raise EdgepruneError(f"unknown architecture {arch!r} for --arch; `edgeprune models` lists "
+                             "the names (the zoo's, and tv:NAME for torchvision's, e.g. "
+                             "tv:mobilenet_v2)")
+    if num_classes is not None:
+        _positive_int(num_classes, "--num-classes", MAX_CLASSES)
+    return ArchSpec(arch, num_classes, parse_input_size(input_size))
+
+
+def parse_input_size(value: str | None) -> tuple[int, int, int] | None:
+    """``--input-size``: a side (224, meaning 3×224×224) or C,H,W."""
+    if value is not None and str(value).strip().isdigit():
+        value = f"3,{value},{value}"
+    return parse_input_shape(value, "--input-size")
+
+
+def load_model(path: str | Path, *, trust_model: bool = False,
+               arch: ArchSpec | None = None) -> LoadedModel:
+    """Load a checkpoint dict, a plain state_dict of the architecture ``arch`` names, or (with
+    ``trust_model``) a pickled module, in eval mode.
 
     Everything the file says is checked before it is used (types, ranges, that the weights fit
     the architecture and are finite, that the model runs on its input shape), so a bad file is
@@ -84,16 +122,21 @@ def load_model(path: str | Path, *, trust_model: bool = False) -> LoadedModel:
     path = Path(path)
     _check_model_file(path)
     obj = _torch_load(path, trust_model)
+    if arch is not None and not _is_bare_weights(obj):
+        _refuse_arch(path, obj, arch)
     if isinstance(obj, nn.Module):
         if not trust_model:  # only reachable for exotic files that pass weights_only
             raise EdgepruneError(_PICKLED_MODULE.format(path=path))
         loaded = _from_module(path, obj)
     elif isinstance(obj, dict) and "state_dict" in obj:
         loaded = _from_checkpoint(path, obj)
-    elif isinstance(obj, Mapping) and obj and all(torch.is_tensor(v) for v in obj.values()):
-        raise EdgepruneError(
-            f"{path} holds bare weights (a state_dict) with no architecture; save "
-            "{'arch': NAME, 'num_classes': K, 'input_shape': [C, H, W], 'state_dict': ...}")
+    elif _is_bare_weights(obj):
+        if arch is None:
+            raise EdgepruneError(
+                f"{path} holds bare weights (a state_dict) with no architecture; pass --arch "
+                "NAME (`edgeprune models` lists them, e.g. tv:mobilenet_v2), with --num-classes "
+                "and --input-size where the weights and data do not say")
+        loaded = _from_state_dict(path, obj, arch)
     else:
         raise EdgepruneError(
             f"{path} is neither an edgeprune checkpoint (a dict with arch, num_classes, "
@@ -157,11 +200,9 @@ def _first_line(e: BaseException) -> str:
 def _from_checkpoint(path: Path, ckpt: dict) -> LoadedModel:
     info = _checkpoint_info(path, ckpt)
     state = _state_dict(path, ckpt["state_dict"])
-    model = create_model(info.arch, num_classes=info.num_classes, in_channels=info.in_channels)
+    model = build_arch(info)
     if info.removed_units:
-        from edgeprune.surgery import remove_units
-
-        model = remove_units(model, info.removed_units)
+        model = replay_removals(path, model, info)
     if info.channels_pruned:
         from edgeprune.prune.channels import fit_to_state
 
@@ -170,6 +211,71 @@ def _from_checkpoint(path: Path, ckpt: dict) -> LoadedModel:
     if info.input_shape:
         check_runs(path, model, info)
     return LoadedModel(model, info)
+
+
+def build_arch(info: ModelInfo) -> nn.Module:
+    """A fresh model of ``info``'s architecture, sized for its classes, channels and input."""
+    side = info.input_shape[1] if info.input_shape else None
+    return create_model(info.arch, num_classes=info.num_classes, in_channels=info.in_channels,
+                        image_size=side)
+
+
+def replay_removals(path, model: nn.Module, info: ModelInfo) -> nn.Module:
+    """The pruned structure rebuilt from data: the removed units' names replayed on a fresh
+    model, by module surgery for the zoo's blocks and on the traced graph for any other model
+    (tracing is deterministic, so the names mean the same units as when they were removed)."""
+    from edgeprune.surgery import remove_units
+    from edgeprune.units import list_units, prunable
+
+    if info.input_shape is None and not list_units(model):
+        raise EdgepruneError(f"checkpoint {path}: removed_units need the input_shape the model "
+                             "was traced at, and the file records none; re-save it with one")
+    return remove_units(prunable(model, info.input_shape or ()), info.removed_units)
+
+
+def _is_bare_weights(obj) -> bool:
+    return (isinstance(obj, Mapping) and not isinstance(obj, nn.Module) and bool(obj)
+            and "state_dict" not in obj and all(torch.is_tensor(v) for v in obj.values()))
+
+
+def _refuse_arch(path: Path, obj, arch: ArchSpec) -> None:
+    """--arch describes a plain state_dict; a file that names its own model must agree."""
+    own = obj.get("arch") if isinstance(obj, dict) else None
+    if own != arch.name:
+        what = f"an edgeprune checkpoint of {own!r}" if own else "not a plain state_dict"
+        raise EdgepruneError(f"{path} is {what}, so --arch {arch.name} does not apply; drop "
+                             "--arch (and --num-classes, --input-size)")
+
+
+def _from_state_dict(path: Path, state, arch: ArchSpec) -> LoadedModel:
+    """Weights saved with ``torch.save(model.state_dict())``, loaded into ``arch``. Without
+    --input-size the first conv's weights give the channels and the data the image size."""
+    state = _state_dict(path, state)
+    info = ModelInfo(arch=arch.name, num_classes=arch.num_classes or _classes_of(path, state),
+                     input_shape=arch.input_shape)
+    if info.input_shape:
+        model = build_arch(info)
+    else:
+        first = next((v for v in state.values() if v.ndim == 4), None)
+        model = create_model(arch.name, num_classes=info.num_classes,
+                             in_channels=int(first.shape[1]) if first is not None else 3)
+    try:
+        _load_weights(path, model, state, arch.name)
+    except EdgepruneError as e:
+        raise EdgepruneError(f"{e}; check --arch, --num-classes and --input-size") from None
+    if info.input_shape:
+        check_runs(path, model, info)
+    return LoadedModel(model, info)
+
+
+def _classes_of(path: Path, state: Mapping) -> int:
+    """The class count from the last matrix in the weights (a classifier's, in every
+    architecture edgeprune builds); --num-classes overrides it."""
+    mats = [v for v in state.values() if v.ndim == 2]
+    if not mats:
+        raise EdgepruneError(f"{path}: the weights hold no classifier matrix to count classes "
+                             "from; pass --num-classes K")
+    return int(mats[-1].shape[0])
 
 
 def _checkpoint_info(path: Path, ckpt: dict) -> ModelInfo:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edgeprune.units import DENSE, PROJECTION, SkipUnit, list_units
+from edgeprune.units import DENSE, PROJECTION, SkipUnit, is_graph, list_units
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,10 @@ def model_complexity(model: nn.Module, input_shape: tuple[int, ...]) -> Complexi
 def unit_complexity(model: nn.Module, input_shape: tuple[int, ...],
                     units: list[SkipUnit] | None = None) -> list[Complexity]:
     """What removing each unit would save, in the order of ``units`` (default: all)."""
+    if is_graph(model):
+        from edgeprune import graphunits
+
+        return graphunits.unit_complexity(model, units)
     units = list_units(model) if units is None else units
     macs = layer_macs(model, input_shape)
     out = []

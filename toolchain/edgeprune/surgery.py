@@ -31,7 +31,7 @@ from torchvision.models.densenet import _DenseLayer, _Transition
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.units import DENSE, IDENTITY, PROJECTION, mark_stages, unit_kind
+from edgeprune.units import DENSE, IDENTITY, PROJECTION, is_graph, mark_stages, unit_kind
 
 _POST_MERGE_RELU = (BasicBlock, Bottleneck)  # PreActBottleneck adds without an activation
 
@@ -50,7 +50,12 @@ class ShortcutOnly(nn.Module):
 
 
 def remove_units(model: nn.Module, names: Sequence[str]) -> nn.Module:
-    """Remove the named skip-units from ``model`` in place, in order; return ``model``."""
+    """Remove the named skip-units from ``model`` in place, in order; return ``model``. A
+    traced model (see :func:`edgeprune.units.prunable`) is rewritten on its graph."""
+    if is_graph(model):
+        from edgeprune import graphunits
+
+        return graphunits.remove_units(model, names)
     mark_stages(model)  # an emptied stage stays a stage, so stage numbers do not shift
     for name in names:
         remove_unit(model, name)

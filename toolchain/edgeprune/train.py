@@ -62,7 +62,8 @@ def train_from_scratch(arch: str, data: Dataset, config: TrainConfig,
 
     resolve_device(config.device)
     seed_everything(config.seed)
-    model = create_model(arch, num_classes=data.num_classes, in_channels=data.input_shape[0])
+    model = create_model(arch, num_classes=data.num_classes, in_channels=data.input_shape[0],
+                         image_size=data.input_shape[1])
     info = ModelInfo(arch, data.num_classes, data.input_shape, data.mean, data.std,
                      data.class_names)
     check_runs(f"{arch} on {data.spec}", model, info)  # e.g. densenet121 on 8×8 digits

@@ -13,6 +13,10 @@ work the same on built-in and torchvision models:
 - α = 0 on a ResNet unit multiplies T_l by zero, so the block computes exactly its shortcut
   followed by whatever activation it applies after the merge;
 - α = 0 on a dense layer zeroes its channels in the concatenation.
+
+These hooks know the zoo's block types. Any other model is pruned as a traced graph
+(:func:`prunable` turns it into a ``torch.fx.GraphModule``), and for a graph the functions here
+hand over to :mod:`edgeprune.graphunits`, so the prune loop is the same for both.
 """
 
 from __future__ import annotations
@@ -67,9 +71,31 @@ def unit_kind(module: nn.Module) -> str | None:
     return None
 
 
+def is_graph(model: nn.Module) -> bool:
+    """A traced model, whose units :mod:`edgeprune.graphunits` finds."""
+    from torch import fx
+
+    return isinstance(model, fx.GraphModule)
+
+
+def prunable(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+    """``model`` itself when its units are the zoo's blocks (the module-level fast path) or it
+    is traced already, else a traced copy whose units are found on the graph. A model FX cannot
+    trace is a one-line error that suggests torch.export or ``--method none``."""
+    if is_graph(model) or list_units(model):
+        return model
+    from edgeprune.graphunits import trace
+
+    return trace(model, tuple(input_shape))
+
+
 def list_units(model: nn.Module) -> list[SkipUnit]:
     """The model's skip-units in forward order (module registration order, which is forward
     order for every architecture edgeprune builds or accepts)."""
+    if is_graph(model):
+        from edgeprune import graphunits
+
+        return graphunits.list_units(model)
     units: list[SkipUnit] = []
     containers = _unit_containers(model)
     for name, module in model.named_modules():
@@ -115,6 +141,12 @@ def gated(model: nn.Module, alphas: Mapping[int, float] | Sequence[float]) -> It
 
     ``alphas`` is a sequence with one α per unit, or a mapping from unit index to α.
     """
+    if is_graph(model):
+        from edgeprune import graphunits
+
+        with graphunits.gated(model, alphas) as gm:
+            yield gm
+        return
     units = list_units(model)
     if not isinstance(alphas, Mapping):
         if len(alphas) != len(units):
@@ -146,6 +178,12 @@ def capture_branch_outputs(model: nn.Module,
     Yields a dict ``index -> list of (batch, dim) float32 CPU tensors``; concatenate after the
     passes. Outputs are cloned, since ResNet blocks add the shortcut into them in place.
     """
+    if is_graph(model):
+        from edgeprune import graphunits
+
+        with graphunits.capture_branch_outputs(model, indices) as store:
+            yield store
+        return
     units = list_units(model)
     chosen = range(len(units)) if indices is None else indices
     store: dict[int, list] = {i: [] for i in chosen}

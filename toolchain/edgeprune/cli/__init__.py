@@ -8,6 +8,7 @@ from edgeprune.cli import (  # noqa: F401  (imported for their commands)
     engine,
     export,
     inspect,
+    models,
     profile,
     prune,
     quantize,

@@ -47,6 +47,9 @@ def build_cmd(
     binary_epochs: o.BinaryEpochs = None,
     dla_core: o.DlaCore = None,
     trust_model: o.TrustModel = False,
+    arch: o.Arch = None,
+    num_classes: o.NumClasses = None,
+    input_size: o.InputSize = None,
 ) -> None:
     """Build a model for a device: load → prune → export → quantize → TensorRT check → engine
     (or its build script) → profile → report."""
@@ -73,7 +76,8 @@ def build_cmd(
         binary_epochs=binary_epochs)}
     engine = {**file.get("engine", {}), **o.given(dla_core=dla_core)}
     cfg = BuildConfig(**{"target": None, **opts}, model=model, prune=prune, quantize=quantize,
-                      engine=engine, trust_model=trust_model)
+                      engine=engine, trust_model=trust_model,
+                      **o.given(arch=arch, num_classes=num_classes, input_size=input_size))
     if isinstance(cfg.out, str):
         cfg.out = Path(cfg.out)
     if isinstance(cfg.target_file, str):

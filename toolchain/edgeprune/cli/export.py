@@ -24,18 +24,22 @@ def export_cmd(
     precision: str = typer.Option("fp32", "--precision",
                                   help="Precision the --target check assumes (fp32, fp16)."),
     trust_model: o.TrustModel = False,
+    arch: o.Arch = None,
+    num_classes: o.NumClasses = None,
+    input_size: o.InputSize = None,
     input_shape: str = typer.Option(None, "--input-shape", help="C,H,W input of a pickled "
                                     "module that records none."),
 ) -> None:
     """Export to ONNX (opset 13), simplify, check, and compare with PyTorch under ONNX Runtime."""
-    from edgeprune.checkpoint import load_model, with_input_shape
+    from edgeprune.checkpoint import arch_spec, load_model, with_input_shape
     from edgeprune.export import export_onnx
     from edgeprune.precision import get_precision
     from edgeprune.targets import pick_target
 
+    spec = arch_spec(arch, num_classes, input_size)
     tgt = pick_target(target, target_file, required=False)  # a bad name fails before the export
     get_precision(precision)
-    loaded = load_model(model, trust_model=trust_model)
+    loaded = load_model(model, trust_model=trust_model, arch=spec)
     shape = with_input_shape(loaded, input_shape)
     report = export_onnx(loaded.model, shape, out, dynamic_batch=dynamic_batch)
     table = Table(title=f"exported {loaded.info.arch} to {out}", show_header=False)

@@ -113,3 +113,14 @@ def given(**values) -> dict:
     for k, v in out.items():
         check_range(k, v)
     return out
+
+
+# A plain state_dict names its architecture on the command line (edgeprune.checkpoint.ArchSpec).
+Arch = Annotated[str | None, typer.Option(
+    "--arch", help="Architecture of a plain state_dict file: a zoo name or tv:NAME for a "
+                   "torchvision builder (see `edgeprune models`).")]
+NumClasses = Annotated[int | None, typer.Option(
+    "--num-classes", help="Classes of the --arch model [default: from the weights].")]
+InputSize = Annotated[str | None, typer.Option(
+    "--input-size", help="Input of the --arch model: a side (224 = 3×224×224) or C,H,W "
+                         "[default: the data's].")]

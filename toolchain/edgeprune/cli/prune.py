@@ -67,6 +67,9 @@ def prune_cmd(
                                 "in OUT/stages (same model and options)."),
     device: str = typer.Option(None, "--device", help="torch device for fine-tuning."),
     trust_model: o.TrustModel = False,
+    arch: o.Arch = None,
+    num_classes: o.NumClasses = None,
+    input_size: o.InputSize = None,
 ) -> None:
     """Remove skip-units stage by stage (MSPIC), fine-tuning after each stage."""
     from edgeprune import api
@@ -86,7 +89,8 @@ def prune_cmd(
         ks=[int(k) for k in o.parse_floats(clusters, "--clusters")] if clusters else None,
     ) | {"resume": resume}, "")
     config.validate()  # before loading anything, so bad options fail fast
-    loaded = api.load(model, trust_model=trust_model)
+    loaded = api.load(model, trust_model=trust_model, arch=arch, num_classes=num_classes,
+                      input_size=input_size)
     ds = api.load_data(data, loaded)
     with make_progress() as progress:
         result = api.prune_model(loaded, ds, out, config, progress=progress)

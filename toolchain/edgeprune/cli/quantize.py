@@ -46,6 +46,9 @@ def quantize_cmd(
                                              "classifier too (usually kept float)."),
     seed: o.Seed = None,
     trust_model: o.TrustModel = False,
+    arch: o.Arch = None,
+    num_classes: o.NumClasses = None,
+    input_size: o.InputSize = None,
 ) -> None:
     """Quantize a model and report its accuracy next to fp32's in OUT/quantize.json."""
     from edgeprune.api import quantize_model
@@ -61,7 +64,8 @@ def quantize_cmd(
         result = quantize_model(model, precision, out,
                                 target=target if target or target_file else "host-cpu",
                                 target_file=target_file, data=data, config=quantize,
-                                trust_model=trust_model, progress=progress,
+                                trust_model=trust_model, progress=progress, arch=arch,
+                                num_classes=num_classes, input_size=input_size,
                                 **o.given(seed=seed, allow_emulated=allow_emulated))
     _print(result.state, out)
 

@@ -13,8 +13,8 @@ from edgeprune.cli.app import command, console, epoch_progress
 
 @command("train")
 def train_cmd(
-    arch: str = typer.Option(..., "--arch", help="Architecture name (see `edgeprune inspect` "
-                             "docs; e.g. resnet20, resnet56, densenet_bc100, resnet18)."),
+    arch: str = typer.Option(..., "--arch", help="Architecture name (see `edgeprune models`; "
+                             "e.g. resnet20, densenet_bc100, tv:mobilenet_v2)."),
     data: str = typer.Option(..., "--data", help="Data spec: cifar10:DIR, npz:FILE, "
                              "imagefolder:DIR or digits."),
     out: Path = typer.Option(..., "--out", help="Where to write the checkpoint (.pt)."),
@@ -48,13 +48,17 @@ def evaluate_cmd(
     split: str = typer.Option("test", "--split", help="train, val or test."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
     trust_model: o.TrustModel = False,
+    arch: o.Arch = None,
+    num_classes: o.NumClasses = None,
+    input_size: o.InputSize = None,
 ) -> None:
     """Top-1 accuracy and cross-entropy loss of a model on a data split."""
-    from edgeprune.checkpoint import data_for_model, load_model
+    from edgeprune.checkpoint import arch_spec, data_for_model, load_model
     from edgeprune.data import load_dataset
     from edgeprune.train import evaluate
 
-    loaded = load_model(model, trust_model=trust_model)
+    spec = arch_spec(arch, num_classes, input_size)
+    loaded = load_model(model, trust_model=trust_model, arch=spec)
     ds = data_for_model(loaded, load_dataset(data))
     r = evaluate(loaded.model, ds, split)
     if as_json:

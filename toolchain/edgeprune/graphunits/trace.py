@@ -56,12 +56,23 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> fx.GraphModule:
     gm.graph.eliminate_dead_code()  # unused tuple items (``x, _ = attn(...)``) would pin forks
     gm.recompile()
     gm.train(model.training)
-    gm.edgeprune_input_shape = tuple(input_shape)
+    _keep(gm, edgeprune_input_shape=tuple(input_shape),
+          edgeprune_arch=getattr(model, "edgeprune_arch", type(model).__name__))
     propagate_shapes(gm)
     from edgeprune.graphunits.discover import stamp_names
 
     stamp_names(gm)
     return gm
+
+
+def _keep(gm: fx.GraphModule, **attrs) -> None:
+    """Set attributes that survive ``copy.deepcopy`` (which rebuilds a GraphModule from its
+    graph and keeps only ``meta``, including this documented key, besides the modules)."""
+    from torch.fx.graph_module import _USER_PRESERVED_ATTRIBUTES_KEY
+
+    gm.meta.setdefault(_USER_PRESERVED_ATTRIBUTES_KEY, {}).update(attrs)
+    for k, v in attrs.items():
+        setattr(gm, k, v)
 
 
 @torch.no_grad()

@@ -28,12 +28,29 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
 
 
-def create_model(name: str, *, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
-    """Build a fresh, randomly initialised model of architecture ``name``."""
+def list_architectures() -> list[str]:
+    """Every name ``create_model`` takes: the zoo, then ``tv:`` + torchvision's builders."""
+    from edgeprune.models.tv import TV_PREFIX, tv_builders
+
+    return list_models() + [TV_PREFIX + b for b in tv_builders()]
+
+
+def create_model(name: str, *, num_classes: int = 10, in_channels: int = 3,
+                 image_size: int | None = None) -> nn.Module:
+    """Build a fresh, randomly initialised model of architecture ``name`` (``image_size``
+    matters only to builders sized for one input, such as ``tv:vit_b_16``)."""
     _load_builders()
+    from edgeprune.models.tv import TV_PREFIX, create_tv
+
+    if name.startswith(TV_PREFIX):
+        model = create_tv(name, num_classes=num_classes, in_channels=in_channels,
+                          image_size=image_size)
+        model.edgeprune_arch = name
+        return model
     if name not in _REGISTRY:
         raise EdgepruneError(
-            f"unknown architecture {name!r}; choose one of: {', '.join(list_models())}"
+            f"unknown architecture {name!r}; choose one of: {', '.join(list_models())}, or "
+            "tv:NAME for a torchvision builder (`edgeprune models` lists them)"
         )
     from edgeprune.units import mark_stages
 

@@ -24,17 +24,16 @@ import torch
 
 from edgeprune import distributed
 from edgeprune.atomic import write_json
-from edgeprune.checkpoint import LoadedModel, ModelInfo, load_model, save_checkpoint
+from edgeprune.checkpoint import LoadedModel, ModelInfo, build_arch, load_model, save_checkpoint
 from edgeprune.complexity import model_complexity, unit_complexity
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.information import SCALINGS, SCORES, MIConfig, unit_information
-from edgeprune.models import create_model
 from edgeprune.prune.methods import StageContext, gated_val_error, get_method, list_methods
 from edgeprune.prune.policies import CLUSTERINGS, KEEP_RULES, OBJECTIVES, every_k
 from edgeprune.surgery import remove_units
 from edgeprune.train import TrainConfig, evaluate, train
-from edgeprune.units import list_units
+from edgeprune.units import is_graph, list_units, prunable
 
 TARGET_METRICS = ("units", "params", "macs")
 # What ε bounds: stage = the gated val error's increase over the stage's start; budget = its
@@ -185,6 +184,11 @@ def prune_model(loaded: LoadedModel, data: Dataset, config: PruneConfig, out_dir
     info = copy.deepcopy(loaded.info)
     shape = tuple(info.input_shape or data.input_shape)
     info.input_shape = shape
+    # Any model that is not the zoo's is pruned as its traced graph (edgeprune.graphunits).
+    loaded = LoadedModel(prunable(loaded.model, shape), loaded.info)
+    if config.method == "l1" and is_graph(loaded.model):
+        raise EdgepruneError(f"--method l1 needs the zoo's module-level units and {info.arch} is "
+                             "pruned on its traced graph; use --method mspic or random")
     original = _original_units(info, loaded)
     fingerprint = _fingerprint(loaded, data, config)
     model = copy.deepcopy(loaded.model).cpu().eval()
@@ -386,7 +390,8 @@ def _clear_stages(stages_dir: Path) -> None:
 
 def _original_units(info: ModelInfo, loaded: LoadedModel) -> list[dict]:
     """The units of the unpruned architecture (their names and indices stay valid throughout)."""
-    fresh = create_model(info.arch, num_classes=info.num_classes, in_channels=info.in_channels)
+    fresh = (prunable(build_arch(info), info.input_shape) if info.removed_units
+             else loaded.model)  # without removals the model is the original architecture
     return [{"index": u.index, "name": u.name, "kind": u.kind, "stage": u.stage}
             for u in list_units(fresh)]
 
