@@ -101,12 +101,11 @@ def share_weights(model: nn.Module, bits: int, names: list[str] | None = None) -
 
 
 def freeze_shared(model: nn.Module, names: list[str]) -> nn.Module:
-    """Replace the parametrizations by the plain tensors they compute (for export)."""
-    modules = dict(model.named_modules())
-    for name in names:
-        with torch.no_grad():
-            parametrize.remove_parametrizations(modules[name], "weight", leave_parametrized=True)
-    return model
+    """Replace the parametrizations by the plain tensors they compute (for export): the same
+    step as for binary weights."""
+    from edgeprune.quantize.binary import freeze_binary
+
+    return freeze_binary(model, names)
 
 
 def shared_tensors(state: dict[str, torch.Tensor], names: list[str],
