@@ -61,8 +61,10 @@ def time_round_robin(paths: dict[str, Path], rounds: int, runs: int, threads: in
         for _ in range(10):
             s.run(None, feeds[name])
     medians: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(rounds):
-        for name, s in sessions.items():
+    names = list(sessions)
+    for r in range(rounds):  # each round starts at another model: no model is always first
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            s = sessions[name]
             times = []
             for _ in range(runs):
                 t0 = time.perf_counter()
