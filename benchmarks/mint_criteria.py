@@ -5,6 +5,9 @@ Compression (precision shared) of the unpruned model.
 
     # models: benchmarks/criteria.py train --data digits --seeds 0-4 --epochs 15
     python benchmarks/mint_criteria.py --seeds 0-2 --percentile 90 --draws 20 --finetune 3
+    # paired: also fine-tune 10 of the random sets identically, per seed, and report
+    # MINT − mean(random) and L1 − mean(random) with a 95% interval over seeds
+    python benchmarks/mint_criteria.py --seeds 0-4 --paired 10 --finetune 3
 
 MINT decides on training images; every accuracy below is on the test split, which it never sees.
 """
@@ -98,6 +101,12 @@ def run_seed(seed: int, args) -> dict:
                                                      + 0.5 * sum(r == acc for r in rand))
                      / len(rand)}
         row[name].update(finetuned(loaded, p, shape, data, args.finetune, seed, tmp))
+    if args.paired:  # the same random sets' first ``paired``, fine-tuned identically
+        rng = np.random.default_rng(seed)
+        plans_r = [random_plan(groups, counts, rng) for _ in range(args.draws)]
+        row["random_finetuned"] = [
+            finetuned(loaded, p, shape, data, args.finetune, seed, tmp)["test_acc"]
+            for p in plans_r[:args.paired]]
     tmp.unlink(missing_ok=True)
     return row
 
@@ -115,11 +124,14 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--finetune", type=int, default=3)
+    ap.add_argument("--paired", type=int, default=0,
+                    help="fine-tune this many of the random sets too (paired comparison)")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default="/work/cache/mspic/models")
     args = ap.parse_args()
     a, _, b = args.seeds.partition("-")
     seeds = list(range(int(a), int(b or a) + 1))
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     OUT.mkdir(exist_ok=True)
     rows = []
     for seed in seeds:
@@ -131,6 +143,27 @@ def main() -> None:
         acc = [r[name]["test_acc"] for r in rows]
         print(f"{name}: percentile {np.mean(pct):.2f} (per seed {pct}); fine-tuned test "
               f"accuracy {np.mean(acc):.4f}; params {rows[0][name]['params']}")
+    if args.paired:
+        paired_table(rows)
+
+
+def paired_table(rows: list[dict]) -> None:
+    from edgeprune.prune.evaluate import t_interval
+
+    print("\n| seed | filters removed | MINT | L1 | random mean ± sd (n) | MINT − random | "
+          "L1 − random |\n|---:|---:|---:|---:|---:|---:|---:|")
+    diffs = {"mint": [], "l1": []}
+    for r in rows:
+        rand = 100 * np.asarray(r["random_finetuned"])
+        for name in diffs:
+            diffs[name].append(100 * r[name]["test_acc"] - rand.mean())
+        print(f"| {r['seed']} | {r['removed']} | {100 * r['mint']['test_acc']:.2f} | "
+              f"{100 * r['l1']['test_acc']:.2f} | {rand.mean():.2f} ± {rand.std(ddof=1):.2f} "
+              f"({len(rand)}) | {diffs['mint'][-1]:+.2f} | {diffs['l1'][-1]:+.2f} |")
+    for name, d in diffs.items():
+        m, hw = t_interval(d)
+        print(f"{name} minus the random mean over {len(d)} seeds: {m:+.2f} points, 95% CI "
+              f"[{m - hw:+.2f}, {m + hw:+.2f}]")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True
     device: str = "cpu"
+    # linear warm-up from lr/10 over this many epochs before the cosine decay; deep nets need it
+    # (ResNet-56 at lr 0.1 from the first step stayed at 19% train accuracy on the CIFAR subset)
+    warmup_epochs: int = 0
 
 
 @dataclass
@@ -107,7 +110,7 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig,
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
     n_batches = distributed.batches_per_epoch(len(data.train), config.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, config.epochs * n_batches))
+    sched = _schedule(opt, config, n_batches)
     losses = []
     for epoch in range(config.epochs):
         net.train()
@@ -129,6 +132,18 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig,
     distributed.sync_buffers(model)
     model.eval()
     return losses
+
+
+def _schedule(opt, config: TrainConfig, n_batches: int):
+    """Cosine decay to 0 over all steps, after ``warmup_epochs`` of linear warm-up from lr/10."""
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    total = max(1, config.epochs * n_batches)
+    warm = min(total - 1, config.warmup_epochs * n_batches)
+    if warm <= 0:
+        return CosineAnnealingLR(opt, T_max=total)
+    return SequentialLR(opt, [LinearLR(opt, start_factor=0.1, total_iters=warm),
+                              CosineAnnealingLR(opt, T_max=total - warm)], milestones=[warm])
 
 
 @torch.no_grad()
