@@ -63,7 +63,8 @@ Resolutions = Annotated[str | None, typer.Option(
                           "0.05,0.1,0.2; 'a,b;c,d' gives one list per stage.")]
 Objective = Annotated[str | None, typer.Option(
     "--objective", help="Among the policies within ε, take the one that removes the most: "
-                        "units, params or macs [default: macs].")]
+                        "units, params, macs, or latency (the target's estimate) "
+                        "[default: macs].")]
 MaxErrorIncrease = Annotated[str | None, typer.Option(
     "--max-error-increase", help="ε in [0, 1]: largest allowed increase of the validation error "
                                  "(gates only); one value or one per stage (a,b,...).")]

@@ -6,7 +6,8 @@ units, gated validation error, MI scores on demand) and returns a :class:`Select
 compare at equal compression.
 
 - ``mspic``: cluster the units by their score (one k-means policy per k, or one binning per
-  resolution), keep the policy that saves the most of the objective (units, params or MACs)
+  resolution), keep the policy that saves the most of the objective (units, params, MACs or
+  estimated target latency)
   with validation error increase ≤ ε (gates only, no retraining).
 - ``random``: as many units as MSPIC would remove at this stage (or ``counts[t]``), at random.
 - ``cost``: as many units, those whose removal alone costs the least validation accuracy.
@@ -59,8 +60,8 @@ class StageContext:
     on_policy: Callable[[], None] | None = None
     keep: str = "first"               # which unit a cluster keeps: first | score | cost
     reference_error: float | None = None  # ε is measured from here (None: base_error)
-    objective: str = "units"          # units | params | macs: what the chosen policy maximises
-    costs_fn: Callable[[], list] | None = None  # per unit: what removing it saves (.params, .macs)
+    objective: str = "units"          # units | params | macs | latency: what the choice maximises
+    costs_fn: Callable[[], list] | None = None  # per unit: what removing it saves (.params, ...)
     _errors: dict = field(default_factory=dict)
     _mi: dict | None = None
     _costs: list | None = None

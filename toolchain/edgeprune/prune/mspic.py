@@ -66,6 +66,11 @@ class PruneConfig:
     clustering: str = "kmeans"         # kmeans | bins
     ks: list | None = None             # kmeans: k per policy (default: every k from 1 to m−1)
     objective: str = "macs"            # what the chosen policy removes most of (OBJECTIVES)
+    # objective = latency: the target whose roofline estimate (targets/*.toml) ranks the
+    # policies, by name or as a TOML file, and the precision it is estimated at
+    target: str | None = None
+    target_file: str | None = None
+    latency_precision: str = "fp32"
     target_reduction: float | None = None  # stop once this fraction of target_metric is gone
     target_metric: str = "params"      # units | params | macs
     counts: list | None = None         # baselines: units to remove per stage (else MSPIC's count)
@@ -125,11 +130,28 @@ class PruneConfig:
             from edgeprune.prune.mint import mint_config
 
             mint_config(self).validate()
+        if self.objective == "latency":
+            self.latency_target()  # a name or file that does not load fails here
+            from edgeprune.profile.accounting import PRECISION_BITS
+
+            if self.latency_precision not in PRECISION_BITS:
+                bad(f"unknown latency precision {self.latency_precision!r}; choose one of: "
+                    f"{', '.join(PRECISION_BITS)}")
         if self.score == "mi-shuffle" and self.shuffles < 1:
             bad(f"mi-shuffle needs at least 1 label shuffle, got {self.shuffles}")
         from edgeprune.train import resolve_device
 
         resolve_device(self.device)  # an absent GPU fails here, before OUT/stages exists
+
+    def latency_target(self):
+        """The target of ``objective = latency`` (an error when none is given)."""
+        from edgeprune.targets import pick_target
+
+        if not (self.target or self.target_file):
+            raise EdgepruneError("--objective latency needs the device whose latency to "
+                                 "estimate: pass --target NAME (see `edgeprune targets`) or "
+                                 "--target-file PATH")
+        return pick_target(self.target, self.target_file)
 
     def resolved(self) -> PruneConfig:
         """The options in effect: ``variant = paper`` fixes the paper's choices."""
@@ -154,6 +176,9 @@ class PruneConfig:
         d = asdict(self)
         for k in ("stages", "resume", "device", "target_reduction", "target_metric"):
             d.pop(k)
+        if self.objective != "latency":  # the target only matters to the latency objective
+            for k in ("target", "target_file", "latency_precision"):
+                d.pop(k)
         return d
 
 
@@ -239,7 +264,29 @@ def stage_context(t: int, model, data: Dataset, config: PruneConfig, x_mi, y_mi,
         error_fn=lambda removed: gated_val_error(model, units, removed, data),
         on_policy=_bar(progress, f"stage {t + 1}: policies", len(params)),
         keep=config.keep, reference_error=reference, objective=config.objective,
-        costs_fn=lambda: unit_complexity(model, shape, units))
+        costs_fn=lambda: unit_costs(model, shape, units, config))
+
+
+@dataclass(frozen=True)
+class UnitCost:
+    """What removing one unit saves: parameters, MACs and (objective latency) estimated ms."""
+
+    params: int
+    macs: int
+    latency: float | None = None
+
+
+def unit_costs(model, shape, units, config: PruneConfig) -> list[UnitCost]:
+    """Per-unit savings in the order of ``units``; latency only for ``objective = latency``
+    (one ONNX export and estimate of the model, :mod:`edgeprune.prune.latency`)."""
+    cx = unit_complexity(model, shape, units)
+    if config.objective != "latency":
+        return [UnitCost(c.params, c.macs) for c in cx]
+    from edgeprune.prune.latency import unit_latency
+
+    lat = unit_latency(model, shape, units, config.latency_target(), config.latency_precision,
+                       [c.macs for c in cx])
+    return [UnitCost(c.params, c.macs, ms) for c, ms in zip(cx, lat.units_ms)]
 
 
 def _run_stage(t, model, info, data, config, x_mi, y_mi, shape, progress, original_error):
@@ -257,6 +304,8 @@ def _run_stage(t, model, info, data, config, x_mi, y_mi, shape, progress, origin
         "gated_val_error": sel.gated_error,
         "params_before": before.params, "macs_before": before.macs,
     }
+    if config.objective == "latency" and ctx._costs is not None:
+        record["unit_latency_ms"] = {u.name: c.latency for u, c in zip(units, ctx._costs)}
     if names:
         remove_units(model, names)
         info.removed_units = [*info.removed_units, *names]

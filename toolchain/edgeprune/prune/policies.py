@@ -126,5 +126,6 @@ def every_k(m: int) -> list[int]:
 CLUSTERINGS = ("kmeans", "bins")
 KEEP_RULES = ("first", "score", "cost")
 # What "removes the most" means when a stage picks among the policies within ε: units, or the
-# parameters or MACs the removed units cost (their sum over the removed units).
-OBJECTIVES = ("units", "params", "macs")
+# parameters, MACs or estimated target latency the removed units cost (their sum over the
+# removed units; latency from edgeprune.prune.latency).
+OBJECTIVES = ("units", "params", "macs", "latency")
