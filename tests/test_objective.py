@@ -1,5 +1,6 @@
 """--objective latency (per-unit estimated latency on a target) and bootstrap-stable clusters."""
 
+import json
 
 import edgeprune.cli  # noqa: F401  (registers the commands)
 import pytest
@@ -139,3 +140,94 @@ def test_build_passes_its_target_and_precision(tmp_path):
     assert "target" not in PruneConfig(target="host-cpu").fingerprint_fields()
     assert PruneConfig(objective="latency", target="host-cpu").fingerprint_fields()["target"] \
         == "host-cpu"
+
+
+# ---------------------------------------------------------------- bootstrap-stable clusters
+
+
+def test_bootstrap_draws_reuse_the_distances_exactly(monkeypatch):
+    import numpy as np
+    import torch
+    from edgeprune import information as inf
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((60, 5)) + 3.0)
+    y = torch.from_numpy(rng.integers(0, 3, 60))
+    config = inf.MIConfig(score="mi-shuffle", shuffles=2)
+    rows = inf.bootstrap_rows(60, 3, seed=4)
+    assert all(torch.equal(a, b) for a, b in zip(rows, inf.bootstrap_rows(60, 3, seed=4)))
+    main, draws = inf.bootstrap_terms(x, y, config, rows, shuffles=2)
+    assert main == inf.scaled_terms(x, y, config, 2)  # the sample's terms, unchanged
+    scale = inf.scale_factor(x, "median")
+    for r, d in zip(rows, draws):  # a draw = the estimate on the resampled rows at that scale
+        direct = inf.bound_terms(x[r], y[r], 1.0, shuffles=2, scale=scale)
+        assert d.h_t == pytest.approx(direct.h_t, abs=1e-9)
+        assert d.h_t_y == pytest.approx(direct.h_t_y, abs=1e-9)
+        assert d.h_t_y_shuffled == pytest.approx(direct.h_t_y_shuffled, abs=1e-9)
+    monkeypatch.setattr(inf, "FULL_DIST_BYTES", 0)  # the row-chunk path gives the same
+    _, chunked = inf.bootstrap_terms(x, y, config, rows, shuffles=2)
+    assert [c.h_t_y for c in chunked] == pytest.approx([d.h_t_y for d in draws], abs=1e-9)
+    assert len({round(d.h_t_y, 9) for d in draws} | {round(main.h_t_y, 9)}) == 4
+
+
+def test_bootstrap_scores_are_seeded(resnet20_digits, digits):
+    from edgeprune.information import unit_information, unit_information_bootstrap
+    from edgeprune.prune.mspic import mi_sample
+
+    config = PruneConfig(samples=100)
+    model = resnet20_digits.model.eval()
+    x, y = mi_sample(data_for_model(resnet20_digits, digits), config)
+    idx = range(len(list_units(model)))
+    scores, draws = unit_information_bootstrap(model, x, y, idx, config.mi_config(), draws=2,
+                                               seed=1)
+    assert scores == pytest.approx(unit_information(model, x, y, idx, config.mi_config()),
+                                   abs=1e-12)
+    again = unit_information_bootstrap(model, x, y, idx, config.mi_config(), draws=2, seed=1)
+    other = unit_information_bootstrap(model, x, y, idx, config.mi_config(), draws=2, seed=2)
+    assert again[1] == draws and other[1] != draws
+    assert draws[0] != draws[1] and all(set(d) == set(idx) for d in draws)
+
+
+def test_an_unstable_policy_is_dropped(resnet20_digits):
+    from edgeprune.prune.methods import mspic
+
+    units = list_units(resnet20_digits.model)
+    # distinct gaps, so k-means has no ties; k = 8 merges the one close pair (6, 7)
+    main = [0.0, 1.0, 2.1, 3.3, 4.6, 6.0, 7.5, 7.55, 9.2]
+    moved = [0.95, 1.0, 2.1, 3.3, 4.6, 6.0, 7.5, 8.5, 9.2]  # there the close pair is (0, 1)
+    draws = [dict(enumerate(v)) for v in (moved, main, moved)]
+
+    def ctx(fraction, with_draws=True):
+        return StageContext(stage=0, model=resnet20_digits.model, units=units, base_error=0.1,
+                            epsilon=0.05, parameters=[8, 1], clustering="kmeans", seed=0,
+                            count=None, score_fn=lambda: dict(enumerate(main)),
+                            error_fn=lambda removed: 0.1 if len(removed) == 1 else 0.9,
+                            draws_fn=(lambda: draws) if with_draws else None,
+                            stable_fraction=fraction)
+
+    plain = mspic(ctx(0.5, with_draws=False))
+    assert plain.removed == [7] and "stability" not in plain.policies[0]
+    robust = mspic(ctx(0.5))
+    assert [p["stability"] for p in robust.policies] == pytest.approx([1 / 3, 1.0])
+    assert [p["stable"] for p in robust.policies] == [False, True]
+    assert robust.removed == [] and robust.chosen is None  # k = 1 exceeds ε; k = 8 is unstable
+    assert mspic(ctx(0.3)).removed == [7]  # once in three draws is enough at 0.3
+
+
+def test_prune_with_stable_clusters_reports_the_stability(resnet20_digits, digits, tmp_path):
+    data = data_for_model(resnet20_digits, digits)
+    config = PruneConfig(stable_clusters=3, stages=1, finetune_epochs=0, samples=150,
+                         max_error_increase=0.05)
+    stage = prune_model(resnet20_digits, data, config, tmp_path).record["stages"][0]
+    assert stage["bootstrap"]["draws"] == 3 and stage["bootstrap"]["stable_fraction"] == 0.5
+    assert set(stage["bootstrap"]["score_sd"]) == set(stage["scores"])
+    assert all(round(p["stability"] * 3, 9) in (0, 1, 2, 3) for p in stage["policies"])
+    assert all(p["stable"] == (p["stability"] >= 0.5) for p in stage["policies"])
+    if stage["chosen"] is not None:
+        assert stage["policies"][stage["chosen"]]["stable"]
+    saved = json.loads((tmp_path / "mspic.json").read_text())
+    assert saved["config"]["stable_clusters"] == 3
+    with pytest.raises(EdgepruneError, match="stable"):
+        PruneConfig(stable_clusters=-1).validate()
+    with pytest.raises(EdgepruneError, match="stable"):
+        PruneConfig(stable_fraction=0).validate()

@@ -28,7 +28,13 @@ from edgeprune.checkpoint import LoadedModel, ModelInfo, build_arch, load_model,
 from edgeprune.complexity import model_complexity, unit_complexity
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
-from edgeprune.information import SCALINGS, SCORES, MIConfig, unit_information
+from edgeprune.information import (
+    SCALINGS,
+    SCORES,
+    MIConfig,
+    unit_information,
+    unit_information_bootstrap,
+)
 from edgeprune.prune.methods import StageContext, gated_val_error, get_method, list_methods
 from edgeprune.prune.policies import CLUSTERINGS, KEEP_RULES, OBJECTIVES, every_k
 from edgeprune.surgery import remove_units
@@ -80,6 +86,10 @@ class PruneConfig:
     keep: str = "first"                # which unit a cluster keeps: first | score | cost
     epsilon_mode: str = "stage"        # stage | budget | absolute (see EPSILON_MODES)
     shuffles: int = 8                  # label shuffles for score = mi-shuffle
+    # stable clusters: bootstrap the MI sample this many times (0 = off) and let a policy count
+    # only if the same policy removes the same units in ≥ stable_fraction of the draws
+    stable_clusters: int = 0
+    stable_fraction: float = 0.5
     # --method mint / mspic+mint (filters, edgeprune.prune.mint)
     mint_percentile: float = 90.0      # per-layer threshold: percentile of the GMI matrix
     mint_samples: int = 200            # training images for the GMI estimate
@@ -137,6 +147,9 @@ class PruneConfig:
             if self.latency_precision not in PRECISION_BITS:
                 bad(f"unknown latency precision {self.latency_precision!r}; choose one of: "
                     f"{', '.join(PRECISION_BITS)}")
+        if self.stable_clusters < 0 or not 0 < self.stable_fraction <= 1:
+            bad(f"stable clusters must be ≥ 0 draws and the stable fraction in (0, 1], got "
+                f"{self.stable_clusters} and {self.stable_fraction}")
         if self.score == "mi-shuffle" and self.shuffles < 1:
             bad(f"mi-shuffle needs at least 1 label shuffle, got {self.shuffles}")
         from edgeprune.train import resolve_device
@@ -256,11 +269,24 @@ def stage_context(t: int, model, data: Dataset, config: PruneConfig, x_mi, y_mi,
         params = [int(k) for k in config.ks] if config.ks else every_k(len(units))
     reference = {"stage": None, "budget": base if original_error is None else original_error,
                  "absolute": 0.0}[config.epsilon_mode]
+    scored: dict = {}
+
+    def scores():
+        if "scores" not in scored:
+            scored["scores"], scored["draws"] = _score(model, units, x_mi, y_mi, config,
+                                                       progress, t)
+        return scored["scores"]
+
+    def draws():
+        scores()
+        return scored["draws"]
+
     return StageContext(
         stage=t, model=model, units=units, base_error=base, epsilon=config.epsilon_at(t),
         parameters=params, clustering=config.clustering, seed=config.seed,
         count=(config.counts[min(t, len(config.counts) - 1)] if config.counts else None),
-        score_fn=lambda: _score(model, units, x_mi, y_mi, config, progress, t),
+        score_fn=scores, draws_fn=draws if config.stable_clusters else None,
+        stable_fraction=config.stable_fraction,
         error_fn=lambda removed: gated_val_error(model, units, removed, data),
         on_policy=_bar(progress, f"stage {t + 1}: policies", len(params)),
         keep=config.keep, reference_error=reference, objective=config.objective,
@@ -304,6 +330,10 @@ def _run_stage(t, model, info, data, config, x_mi, y_mi, shape, progress, origin
         "gated_val_error": sel.gated_error,
         "params_before": before.params, "macs_before": before.macs,
     }
+    if ctx.draws_fn is not None and ctx._draws:
+        record["bootstrap"] = {"draws": len(ctx._draws), "stable_fraction": ctx.stable_fraction,
+                               "score_sd": {u.name: _sd([d[i] for d in ctx._draws])
+                                            for i, u in enumerate(units)}}
     if config.objective == "latency" and ctx._costs is not None:
         record["unit_latency_ms"] = {u.name: c.latency for u, c in zip(units, ctx._costs)}
     if names:
@@ -319,10 +349,22 @@ def _run_stage(t, model, info, data, config, x_mi, y_mi, shape, progress, origin
     return record, model, info
 
 
-def _score(model, units, x, y, config, progress, t) -> dict[int, float]:
+def _score(model, units, x, y, config, progress, t):
+    """The units' scores, and their scores on the bootstrap draws ([] without stable
+    clusters)."""
     advance = _bar(progress, f"stage {t + 1}: MI", len(units))
-    return unit_information(model, x, y, range(len(units)), config.mi_config(),
-                            on_unit=(lambda i, v: advance()) if advance else None)
+    on_unit = (lambda i, v: advance()) if advance else None
+    if not config.stable_clusters:
+        return unit_information(model, x, y, range(len(units)), config.mi_config(),
+                                on_unit=on_unit), []
+    return unit_information_bootstrap(model, x, y, range(len(units)), config.mi_config(),
+                                      draws=config.stable_clusters,
+                                      seed=config.seed * 1009 + t, on_unit=on_unit)
+
+
+def _sd(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
 
 
 def _finetune(model, data, config, t, progress) -> list[float]:
