@@ -57,6 +57,39 @@ def test_unit_latencies_add_up_to_the_model_estimate(resnet20_digits, tmp_path):
     assert lat.total_ms - after == pytest.approx(lat.units_ms[i], rel=1e-9)
 
 
+def test_a_traced_models_units_are_estimated_from_their_macs():
+    import torch
+    from edgeprune.complexity import unit_complexity
+    from edgeprune.units import prunable
+    from torch import nn
+
+    class Block(nn.Module):  # not a zoo block: the model is pruned as its traced graph
+        def __init__(self, c):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+
+        def forward(self, x):
+            return torch.relu(x + self.b(self.a(x)))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(1, 8, 3, padding=1)
+            self.blocks = nn.Sequential(Block(8), Block(8))
+            self.head = nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+    model = prunable(Net().eval(), SHAPE)
+    units = list_units(model)
+    macs = [c.macs for c in unit_complexity(model, SHAPE, units)]
+    lat = unit_latency(model, SHAPE, units, load_target("host-cpu"), "fp32", macs)
+    assert not lat.attributed and lat.owned_ms == [0.0, 0.0] and lat.unowned_ms == lat.total_ms
+    assert len(units) == 2 and all(ms > 0 for ms in lat.units_ms)
+    assert lat.units_ms[0] / lat.units_ms[1] == pytest.approx(macs[0] / macs[1])
+
+
 def _ctx(model, units, objective, errors, costs):
     return StageContext(stage=0, model=model, units=units, base_error=0.1, epsilon=0.05,
                         parameters=[], clustering="kmeans", seed=0, count=None,

@@ -6,7 +6,10 @@ node with the target's roofline (:mod:`edgeprune.profile.latency`), exactly as `
 profile`` estimates a model. Each ONNX node is then attributed to the unit whose module owns it:
 the TorchScript exporter names a node by its module scope (``/layer1/layer1.0/conv1/Conv``), so a
 node belongs to the unit whose module is, or contains, that scope, except a projection unit's
-shortcut (``downsample``), which stays. A traced model's unit owns the modules its branch calls.
+shortcut (``downsample``), which stays. A traced model (:mod:`edgeprune.graphunits`) exports
+nodes named by their leaf attribute alone (``/a_1/Conv``), which names no unit: there every
+unit's latency is its MACs at the model's mean latency per MAC, which ranks policies as
+``--objective macs`` does (``attributed`` is False).
 
 A unit's latency is the sum over the nodes it owns (``owned``), plus, for a unit whose removal
 also takes input channels from its consumers (a dense layer), those MACs at the model's mean
@@ -35,6 +38,7 @@ class UnitLatency:
     unowned_ms: float            # nodes no unit owns (stem, head, shortcuts, transitions)
     target: str
     precision: str
+    attributed: bool = True      # False: a traced model, every unit estimated from its MACs
 
     @property
     def units_ms(self) -> list[float]:
@@ -58,7 +62,9 @@ def unit_latency(model: nn.Module, input_shape: tuple[int, ...], units, target,
         acc = account(onnx.load(str(path)), precision)
     total, per_node = estimate_latency_ms(acc.nodes, target)
     scopes = [node_scope(n.name) for n in acc.nodes]
-    owners = [_owned_modules(model, u) for u in units]
+    attributed = not is_graph(model)
+    owners = [({u.name}, {f"{u.name}.downsample"} if u.kind == PROJECTION else set())
+              for u in units] if attributed else []
     owned = [0.0] * len(units)
     owned_macs = [0] * len(units)
     unowned = 0.0
@@ -73,7 +79,7 @@ def unit_latency(model: nn.Module, input_shape: tuple[int, ...], units, target,
     per_mac = sum(mac_ms) / max(1, sum(n.macs for n in acc.nodes if n.macs))
     extra = [max(0, int(m) - o) * per_mac if unit_macs is not None else 0.0
              for m, o in zip(unit_macs or [0] * len(units), owned_macs)]
-    return UnitLatency(float(total), owned, extra, unowned, target.name, precision)
+    return UnitLatency(float(total), owned, extra, unowned, target.name, precision, attributed)
 
 
 def node_scope(node_name: str) -> str:
@@ -87,15 +93,6 @@ def node_scope(node_name: str) -> str:
         else:
             parts.append(p)
     return ".".join(parts)
-
-
-def _owned_modules(model: nn.Module, unit) -> tuple[set[str], set[str]]:
-    """(module names the unit owns, module names under them that it keeps)."""
-    if is_graph(model):
-        calls = {str(n.target) for n in unit.match.branch if n.op == "call_module"}
-        return calls, set()
-    kept = {f"{unit.name}.downsample"} if unit.kind == PROJECTION else set()
-    return {unit.name}, kept
 
 
 def _under(scope: str, names: set[str]) -> bool:
