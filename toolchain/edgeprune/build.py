@@ -97,14 +97,20 @@ class BuildConfig:
 
         return arch_spec(self.arch, self.num_classes, self.input_size)
 
-    def prune_config(self):
+    def prune_config(self, precision: str | None = None):
+        """The prune stage's options; ``objective = latency`` estimates on the build's target
+        at ``precision`` (the resolved one; fp32 until it is known) unless [prune] names one."""
         from edgeprune.config import checked_overrides
         from edgeprune.prune import PruneConfig
 
         config = checked_overrides(PruneConfig(), self.prune, "[prune]")
+        target = {"target": self.target,
+                  "target_file": str(self.target_file) if self.target_file else None}
+        if precision and "latency_precision" not in self.prune:
+            target["latency_precision"] = precision
         config = checked_overrides(config, {"method": self.method if self.method != "none"
-                                            else "mspic", "seed": self.seed, "resume": True},
-                                   "")
+                                            else "mspic", "seed": self.seed, "resume": True,
+                                            **target}, "")
         config.validate()
         return config
 
@@ -369,7 +375,8 @@ def stage_prune(ctx: Context) -> Pruned:
         return Pruned("none", None, None)
     from edgeprune.prune import prune_model
 
-    result = prune_model(ctx.original(), ctx.data(), ctx.cfg.prune_config(), ctx.out.root,
+    config = ctx.cfg.prune_config(ctx.result("load").precision)
+    result = prune_model(ctx.original(), ctx.data(), config, ctx.out.root,
                          progress=ctx.progress)
     s = {**result.summary, "stage_log": [
         {"stage": r["stage"] + 1, "units": f"{r['units_before']} → {r['units_after']}",

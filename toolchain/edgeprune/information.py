@@ -288,13 +288,49 @@ def scaled_terms(features, labels, config: MIConfig, shuffles: int = 0) -> Bound
         return bound_terms(x, labels, config.effective_sigma2,
                            scale=scale_factor(x, config.scaling), **kw)
     d = full_sq_distances(x)
-    if config.scaling == "median":
-        sub = _median_rows(n, MEDIAN_SAMPLES) if n > MEDIAN_SAMPLES else slice(None)
-        med = _median_of(d[sub][:, sub])
-        scale = med if med > 0 else 1.0
-    else:
+    return bound_terms(None, labels, config.effective_sigma2, scale=_full_scale(x, d, config),
+                       distances=d, **kw)
+
+
+def _full_scale(x: torch.Tensor, d: torch.Tensor, config: MIConfig) -> float:
+    """The scaling's divisor, read from the full distances ``d`` where it can be."""
+    if config.scaling != "median":
+        return scale_factor(x, config.scaling)
+    n = len(d)
+    sub = _median_rows(n, MEDIAN_SAMPLES) if n > MEDIAN_SAMPLES else slice(None)
+    med = _median_of(d[sub][:, sub])
+    return med if med > 0 else 1.0
+
+
+def bootstrap_rows(n: int, draws: int, seed: int = 0) -> list[torch.Tensor]:
+    """``draws`` resamples of n row indices with replacement (seeded), shared by all units so
+    that one draw is one resampled MI sample."""
+    rng = np.random.default_rng([seed, 0xB007])
+    return [torch.from_numpy(rng.integers(0, n, n)) for _ in range(draws)]
+
+
+def bootstrap_terms(features, labels, config: MIConfig, rows: Sequence[torch.Tensor],
+                    shuffles: int = 0) -> tuple[BoundTerms, list[BoundTerms]]:
+    """The bound's terms on the sample (as :func:`scaled_terms`) and on each resample ``rows``.
+
+    Where the n² distances fit in ``FULL_DIST_BYTES`` they are computed once and every draw
+    reads its rows and columns out of them (a repeated row is a repeated point, at distance 0);
+    otherwise each draw recomputes its distances. The scale (e.g. the median distance) is the
+    sample's: a draw changes which points the estimate averages over, not the unit of length.
+    """
+    x = _as_f64(features)
+    y = torch.as_tensor(np.asarray(labels)).to(torch.int64)
+    n, sigma2 = len(x), config.effective_sigma2
+    kw = {"shuffles": shuffles, "seed": config.shuffle_seed, "chunk_bytes": config.chunk_bytes}
+    if n * n * 8 > FULL_DIST_BYTES:
         scale = scale_factor(x, config.scaling)
-    return bound_terms(None, labels, config.effective_sigma2, scale=scale, distances=d, **kw)
+        return (bound_terms(x, y, sigma2, scale=scale, **kw),
+                [bound_terms(x[r], y[r], sigma2, scale=scale, **kw) for r in rows])
+    d = full_sq_distances(x)
+    scale = _full_scale(x, d, config)
+    main = bound_terms(None, y, sigma2, scale=scale, distances=d, **kw)
+    return main, [bound_terms(None, y[r], sigma2, scale=scale, distances=d[r][:, r], **kw)
+                  for r in rows]
 
 
 def empirical_label_entropy(labels) -> float:
@@ -319,6 +355,30 @@ def unit_information(model: nn.Module, x: torch.Tensor, y, indices: Sequence[int
     ``FEATURE_BYTES``, so large models need a few passes instead of one per unit.
     """
     return _per_unit(model, x, indices, lambda f: unit_score(f, y, config), batch_size, on_unit)
+
+
+def unit_information_bootstrap(model: nn.Module, x: torch.Tensor, y, indices: Sequence[int],
+                               config: MIConfig = MIConfig(), *, draws: int, seed: int = 0,
+                               batch_size: int = 256,
+                               on_unit: Callable[[int, float], None] | None = None
+                               ) -> tuple[dict[int, float], list[dict[int, float]]]:
+    """The configured score per unit (equal to :func:`unit_information`'s) and the same score
+    on ``draws`` bootstrap resamples of the rows of ``x`` (seeded by ``seed``; the same
+    resamples for every unit), from one capture and one distance matrix per unit."""
+    rows = bootstrap_rows(len(x), draws, seed)
+    shuffles = config.shuffles if config.score == "mi-shuffle" else 0
+
+    def fn(f):
+        return bootstrap_terms(f, y, config, rows, shuffles)
+
+    def report(i, terms):
+        if on_unit:
+            on_unit(i, score_from_terms(terms[0], config.score))
+
+    terms = _per_unit(model, x, indices, fn, batch_size, report)
+    scores = {i: score_from_terms(t[0], config.score) for i, t in terms.items()}
+    return scores, [{i: score_from_terms(t[1][b], config.score) for i, t in terms.items()}
+                    for b in range(draws)]
 
 
 def unit_terms(model: nn.Module, x: torch.Tensor, y, indices: Sequence[int],

@@ -42,6 +42,8 @@ def build_cmd(
     sigma2: o.Sigma2 = None,
     target_reduction: o.TargetReduction = None,
     objective: o.Objective = None,
+    stable_clusters: o.StableClusters = None,
+    stable_fraction: o.StableFraction = None,
     calibration_method: o.CalibrationMethod = None,
     calibration_samples: o.CalibrationSamples = None,
     binary_epochs: o.BinaryEpochs = None,
@@ -68,7 +70,8 @@ def build_cmd(
     opts.update({k: v for k, v in cli.items() if v is not None})
     prune = {**file.get("prune", {}), **o.given(
         stages=stages, finetune_epochs=finetune_epochs, samples=samples, sigma2=sigma2,
-        target_reduction=target_reduction, objective=objective,
+        target_reduction=target_reduction, objective=objective, stable_clusters=stable_clusters,
+        stable_fraction=stable_fraction,
         resolutions=o.parse_floats(resolutions, "--resolutions") if resolutions else None,
         max_error_increase=o.epsilon(max_error_increase))}
     quantize = {**file.get("quantize", {}), **o.given(

@@ -63,7 +63,15 @@ Resolutions = Annotated[str | None, typer.Option(
                           "0.05,0.1,0.2; 'a,b;c,d' gives one list per stage.")]
 Objective = Annotated[str | None, typer.Option(
     "--objective", help="Among the policies within ε, take the one that removes the most: "
-                        "units, params or macs [default: macs].")]
+                        "units, params, macs, or latency (the target's estimate) "
+                        "[default: macs].")]
+StableClusters = Annotated[int | None, typer.Option(
+    "--stable-clusters", help="Bootstrap the MI sample N times and let only policies that "
+                              "remove the same units in ≥ --stable-fraction of the draws "
+                              "count [default: 0 = off].")]
+StableFraction = Annotated[float | None, typer.Option(
+    "--stable-fraction", help="With --stable-clusters: the fraction of draws a policy must "
+                              "recur in [default: 0.5].")]
 MaxErrorIncrease = Annotated[str | None, typer.Option(
     "--max-error-increase", help="ε in [0, 1]: largest allowed increase of the validation error "
                                  "(gates only); one value or one per stage (a,b,...).")]

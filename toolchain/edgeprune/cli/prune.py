@@ -49,6 +49,14 @@ def prune_cmd(
     clusters: str = typer.Option(None, "--clusters", help="kmeans: k per policy, e.g. 3,5,7 "
                                  "(default: every k from 1 to the number of units − 1)."),
     objective: o.Objective = None,
+    stable_clusters: o.StableClusters = None,
+    stable_fraction: o.StableFraction = None,
+    target: str = typer.Option(None, "--target", help="--objective latency: the device whose "
+                               "estimated latency to save (a name from targets/; no default)."),
+    target_file: Path = typer.Option(None, "--target-file", help="--objective latency: your "
+                                     "own target TOML instead of --target."),
+    latency_precision: str = typer.Option(None, "--latency-precision", help="--objective "
+                                          "latency: precision of the estimate [default: fp32]."),
     target_reduction: o.TargetReduction = None,
     target_metric: str = typer.Option(None, "--target-metric", help="units, params or "
                                       "macs."),
@@ -81,9 +89,11 @@ def prune_cmd(
         batch_size=batch_size, samples=samples, sigma2=sigma2, scaling=scaling,
         clustering=clustering, target_reduction=target_reduction, target_metric=target_metric,
         seed=seed, device=device, variant=variant, score=score, keep=keep,
-        epsilon_mode=epsilon_mode, objective=objective, mint_percentile=mint_percentile,
+        epsilon_mode=epsilon_mode, objective=objective, stable_clusters=stable_clusters,
+        stable_fraction=stable_fraction, mint_percentile=mint_percentile,
         mint_samples=mint_samples, mint_pool=mint_pool, mint_min_keep=mint_min_keep,
-        mint_scope=mint_scope,
+        mint_scope=mint_scope, target=target, latency_precision=latency_precision,
+        target_file=str(target_file) if target_file else None,
         resolutions=o.parse_floats(resolutions, "--resolutions") if resolutions else None,
         max_error_increase=o.epsilon(max_error_increase),
         ks=[int(k) for k in o.parse_floats(clusters, "--clusters")] if clusters else None,

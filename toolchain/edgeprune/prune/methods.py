@@ -6,7 +6,8 @@ units, gated validation error, MI scores on demand) and returns a :class:`Select
 compare at equal compression.
 
 - ``mspic``: cluster the units by their score (one k-means policy per k, or one binning per
-  resolution), keep the policy that saves the most of the objective (units, params or MACs)
+  resolution), keep the policy that saves the most of the objective (units, params, MACs or
+  estimated target latency)
   with validation error increase ≤ ε (gates only, no retraining).
 - ``random``: as many units as MSPIC would remove at this stage (or ``counts[t]``), at random.
 - ``cost``: as many units, those whose removal alone costs the least validation accuracy.
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.prune.policies import Policy, build_policies
+from edgeprune.prune.policies import Policy, build_policies, policy_stability
 from edgeprune.units import PROJECTION, SkipUnit, gated
 
 
@@ -59,11 +60,16 @@ class StageContext:
     on_policy: Callable[[], None] | None = None
     keep: str = "first"               # which unit a cluster keeps: first | score | cost
     reference_error: float | None = None  # ε is measured from here (None: base_error)
-    objective: str = "units"          # units | params | macs: what the chosen policy maximises
-    costs_fn: Callable[[], list] | None = None  # per unit: what removing it saves (.params, .macs)
+    objective: str = "units"          # units | params | macs | latency: what the choice maximises
+    costs_fn: Callable[[], list] | None = None  # per unit: what removing it saves (.params, ...)
+    # stable clusters: the scores on bootstrap resamples of the MI sample (None: off), and the
+    # fraction of draws in which a policy must remove the same units to count
+    draws_fn: Callable[[], list[dict[int, float]]] | None = None
+    stable_fraction: float = 0.5
     _errors: dict = field(default_factory=dict)
     _mi: dict | None = None
     _costs: list | None = None
+    _draws: list | None = None
 
     @property
     def reference(self) -> float:
@@ -92,6 +98,13 @@ class StageContext:
         if self._mi is None:
             self._mi = self.score_fn()
         return self._mi
+
+    def draws(self) -> list[dict[int, float]]:
+        """The scores on the bootstrap draws (cached; computed with ``mi()``'s where both come
+        from one capture)."""
+        if self._draws is None:
+            self._draws = self.draws_fn() if self.draws_fn else []
+        return self._draws
 
     def gated_error(self, removed) -> float:
         key = tuple(sorted(removed))
@@ -139,10 +152,13 @@ def mspic(ctx: StageContext) -> Selection:
         rec = _policy_record(ctx, policies[0], err)
         return Selection(list(policies[0].removed), [rec], 0, _by_name(ctx, mi), "mi", err)
     policies = build_policies(values, ctx.clustering, ctx.parameters, ctx.keep_priority(values))
+    stability = _stability(ctx, policies)
     records = []
-    for p in policies:
+    for p, st in zip(policies, stability):
         err = ctx.gated_error(p.removed) if p.removed else ctx.base_error
         records.append(_policy_record(ctx, p, err))
+        if st is not None:
+            records[-1].update(stability=st, stable=st >= ctx.stable_fraction - 1e-12)
         if ctx.on_policy:
             ctx.on_policy()
     chosen = _choose(records)
@@ -221,12 +237,21 @@ def _policy_record(ctx: StageContext, p: Policy, err: float) -> dict:
     }
 
 
+def _stability(ctx: StageContext, policies: list[Policy]) -> list[float | None]:
+    """Per policy, the fraction of bootstrap draws that give it again (None: not asked)."""
+    if ctx.draws_fn is None:
+        return [None] * len(policies)
+    m = len(ctx.units)
+    draws = [[d[i] for i in range(m)] for d in ctx.draws()]
+    return policy_stability(policies, draws, ctx.keep_priority)
+
+
 def _choose(records: list[dict]) -> int | None:
-    """The qualifying policy that saves the most of the objective (then: more units, lower
-    error, first given)."""
+    """The qualifying (and, with stable clusters, stable) policy that saves the most of the
+    objective (then: more units, lower error, first given)."""
     best = None
     for i, r in enumerate(records):
-        if not r["qualifies"] or not r["removed"]:
+        if not r["qualifies"] or not r["removed"] or r.get("stable") is False:
             continue
         key = (-r["saving"], -len(r["removed"]), r["val_error"], i)
         if best is None or key < best[0]:

@@ -28,7 +28,13 @@ from edgeprune.checkpoint import LoadedModel, ModelInfo, build_arch, load_model,
 from edgeprune.complexity import model_complexity, unit_complexity
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
-from edgeprune.information import SCALINGS, SCORES, MIConfig, unit_information
+from edgeprune.information import (
+    SCALINGS,
+    SCORES,
+    MIConfig,
+    unit_information,
+    unit_information_bootstrap,
+)
 from edgeprune.prune.methods import StageContext, gated_val_error, get_method, list_methods
 from edgeprune.prune.policies import CLUSTERINGS, KEEP_RULES, OBJECTIVES, every_k
 from edgeprune.surgery import remove_units
@@ -66,6 +72,11 @@ class PruneConfig:
     clustering: str = "kmeans"         # kmeans | bins
     ks: list | None = None             # kmeans: k per policy (default: every k from 1 to m−1)
     objective: str = "macs"            # what the chosen policy removes most of (OBJECTIVES)
+    # objective = latency: the target whose roofline estimate (targets/*.toml) ranks the
+    # policies, by name or as a TOML file, and the precision it is estimated at
+    target: str | None = None
+    target_file: str | None = None
+    latency_precision: str = "fp32"
     target_reduction: float | None = None  # stop once this fraction of target_metric is gone
     target_metric: str = "params"      # units | params | macs
     counts: list | None = None         # baselines: units to remove per stage (else MSPIC's count)
@@ -75,6 +86,10 @@ class PruneConfig:
     keep: str = "first"                # which unit a cluster keeps: first | score | cost
     epsilon_mode: str = "stage"        # stage | budget | absolute (see EPSILON_MODES)
     shuffles: int = 8                  # label shuffles for score = mi-shuffle
+    # stable clusters: bootstrap the MI sample this many times (0 = off) and let a policy count
+    # only if the same policy removes the same units in ≥ stable_fraction of the draws
+    stable_clusters: int = 0
+    stable_fraction: float = 0.5
     # --method mint / mspic+mint (filters, edgeprune.prune.mint)
     mint_percentile: float = 90.0      # per-layer threshold: percentile of the GMI matrix
     mint_samples: int = 200            # training images for the GMI estimate
@@ -125,11 +140,31 @@ class PruneConfig:
             from edgeprune.prune.mint import mint_config
 
             mint_config(self).validate()
+        if self.objective == "latency":
+            self.latency_target()  # a name or file that does not load fails here
+            from edgeprune.profile.accounting import PRECISION_BITS
+
+            if self.latency_precision not in PRECISION_BITS:
+                bad(f"unknown latency precision {self.latency_precision!r}; choose one of: "
+                    f"{', '.join(PRECISION_BITS)}")
+        if self.stable_clusters < 0 or not 0 < self.stable_fraction <= 1:
+            bad(f"stable clusters must be ≥ 0 draws and the stable fraction in (0, 1], got "
+                f"{self.stable_clusters} and {self.stable_fraction}")
         if self.score == "mi-shuffle" and self.shuffles < 1:
             bad(f"mi-shuffle needs at least 1 label shuffle, got {self.shuffles}")
         from edgeprune.train import resolve_device
 
         resolve_device(self.device)  # an absent GPU fails here, before OUT/stages exists
+
+    def latency_target(self):
+        """The target of ``objective = latency`` (an error when none is given)."""
+        from edgeprune.targets import pick_target
+
+        if not (self.target or self.target_file):
+            raise EdgepruneError("--objective latency needs the device whose latency to "
+                                 "estimate: pass --target NAME (see `edgeprune targets`) or "
+                                 "--target-file PATH")
+        return pick_target(self.target, self.target_file)
 
     def resolved(self) -> PruneConfig:
         """The options in effect: ``variant = paper`` fixes the paper's choices."""
@@ -154,6 +189,9 @@ class PruneConfig:
         d = asdict(self)
         for k in ("stages", "resume", "device", "target_reduction", "target_metric"):
             d.pop(k)
+        if self.objective != "latency":  # the target only matters to the latency objective
+            for k in ("target", "target_file", "latency_precision"):
+                d.pop(k)
         return d
 
 
@@ -231,15 +269,50 @@ def stage_context(t: int, model, data: Dataset, config: PruneConfig, x_mi, y_mi,
         params = [int(k) for k in config.ks] if config.ks else every_k(len(units))
     reference = {"stage": None, "budget": base if original_error is None else original_error,
                  "absolute": 0.0}[config.epsilon_mode]
+    scored: dict = {}
+
+    def scores():
+        if "scores" not in scored:
+            scored["scores"], scored["draws"] = _score(model, units, x_mi, y_mi, config,
+                                                       progress, t)
+        return scored["scores"]
+
+    def draws():
+        scores()
+        return scored["draws"]
+
     return StageContext(
         stage=t, model=model, units=units, base_error=base, epsilon=config.epsilon_at(t),
         parameters=params, clustering=config.clustering, seed=config.seed,
         count=(config.counts[min(t, len(config.counts) - 1)] if config.counts else None),
-        score_fn=lambda: _score(model, units, x_mi, y_mi, config, progress, t),
+        score_fn=scores, draws_fn=draws if config.stable_clusters else None,
+        stable_fraction=config.stable_fraction,
         error_fn=lambda removed: gated_val_error(model, units, removed, data),
         on_policy=_bar(progress, f"stage {t + 1}: policies", len(params)),
         keep=config.keep, reference_error=reference, objective=config.objective,
-        costs_fn=lambda: unit_complexity(model, shape, units))
+        costs_fn=lambda: unit_costs(model, shape, units, config))
+
+
+@dataclass(frozen=True)
+class UnitCost:
+    """What removing one unit saves: parameters, MACs and (objective latency) estimated ms."""
+
+    params: int
+    macs: int
+    latency: float | None = None
+
+
+def unit_costs(model, shape, units, config: PruneConfig) -> list[UnitCost]:
+    """Per-unit savings in the order of ``units``; latency only for ``objective = latency``
+    (one ONNX export and estimate of the model, :mod:`edgeprune.prune.latency`)."""
+    cx = unit_complexity(model, shape, units)
+    if config.objective != "latency":
+        return [UnitCost(c.params, c.macs) for c in cx]
+    from edgeprune.prune.latency import unit_latency
+
+    lat = unit_latency(model, shape, units, config.latency_target(), config.latency_precision,
+                       [c.macs for c in cx])
+    return [UnitCost(c.params, c.macs, ms) for c, ms in zip(cx, lat.units_ms)]
 
 
 def _run_stage(t, model, info, data, config, x_mi, y_mi, shape, progress, original_error):
@@ -257,6 +330,12 @@ def _run_stage(t, model, info, data, config, x_mi, y_mi, shape, progress, origin
         "gated_val_error": sel.gated_error,
         "params_before": before.params, "macs_before": before.macs,
     }
+    if ctx.draws_fn is not None and ctx._draws:
+        record["bootstrap"] = {"draws": len(ctx._draws), "stable_fraction": ctx.stable_fraction,
+                               "score_sd": {u.name: _sd([d[i] for d in ctx._draws])
+                                            for i, u in enumerate(units)}}
+    if config.objective == "latency" and ctx._costs is not None:
+        record["unit_latency_ms"] = {u.name: c.latency for u, c in zip(units, ctx._costs)}
     if names:
         remove_units(model, names)
         info.removed_units = [*info.removed_units, *names]
@@ -270,10 +349,22 @@ def _run_stage(t, model, info, data, config, x_mi, y_mi, shape, progress, origin
     return record, model, info
 
 
-def _score(model, units, x, y, config, progress, t) -> dict[int, float]:
+def _score(model, units, x, y, config, progress, t):
+    """The units' scores, and their scores on the bootstrap draws ([] without stable
+    clusters)."""
     advance = _bar(progress, f"stage {t + 1}: MI", len(units))
-    return unit_information(model, x, y, range(len(units)), config.mi_config(),
-                            on_unit=(lambda i, v: advance()) if advance else None)
+    on_unit = (lambda i, v: advance()) if advance else None
+    if not config.stable_clusters:
+        return unit_information(model, x, y, range(len(units)), config.mi_config(),
+                                on_unit=on_unit), []
+    return unit_information_bootstrap(model, x, y, range(len(units)), config.mi_config(),
+                                      draws=config.stable_clusters,
+                                      seed=config.seed * 1009 + t, on_unit=on_unit)
+
+
+def _sd(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
 
 
 def _finetune(model, data, config, t, progress) -> list[float]:

@@ -14,6 +14,10 @@ Two clusterings (a registry, ``CLUSTERINGS``):
   resolution r.
 - ``kmeans``: optimal 1-D k-means (dynamic programming over the sorted values, exact), one policy
   per k.
+
+Stable clusters (``--stable-clusters N``): the scores are recomputed on N bootstrap resamples of
+the MI sample, and a policy counts only when the policy of the same parameter removes the same
+units in at least a given fraction of the draws (:func:`policy_stability`).
 """
 
 from __future__ import annotations
@@ -117,6 +121,22 @@ def build_policies(values: Sequence[float], clustering: str, parameters: Sequenc
     return policies
 
 
+def policy_stability(policies: Sequence[Policy], draws: Sequence[Sequence[float]],
+                     priority_fn=None) -> list[float]:
+    """For each policy, the fraction of ``draws`` (the units' scores on bootstrap resamples of
+    the MI sample) whose policy of the same clustering and parameter removes the same units.
+    ``priority_fn(values)`` gives the keep priority for a draw's values (None: keep the first)."""
+    if not draws:
+        return [1.0] * len(policies)
+    agree = [0] * len(policies)
+    for values in draws:
+        priority = priority_fn(values) if priority_fn else None
+        for j, p in enumerate(policies):
+            (q,) = build_policies(values, p.clustering, [p.parameter], priority)
+            agree[j] += q.removed == p.removed
+    return [a / len(draws) for a in agree]
+
+
 def every_k(m: int) -> list[int]:
     """The k-means policies tried when no ks are given: every count of clusters from m − 1
     (one unit removed) down to 1, so ε, not a resolution grid, decides how many units go."""
@@ -126,5 +146,6 @@ def every_k(m: int) -> list[int]:
 CLUSTERINGS = ("kmeans", "bins")
 KEEP_RULES = ("first", "score", "cost")
 # What "removes the most" means when a stage picks among the policies within ε: units, or the
-# parameters or MACs the removed units cost (their sum over the removed units).
-OBJECTIVES = ("units", "params", "macs")
+# parameters, MACs or estimated target latency the removed units cost (their sum over the
+# removed units; latency from edgeprune.prune.latency).
+OBJECTIVES = ("units", "params", "macs", "latency")
