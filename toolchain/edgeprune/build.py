@@ -58,6 +58,8 @@ class BuildConfig:
     arch: str | None = None          # the architecture of a plain state_dict (--arch …)
     num_classes: int | None = None
     input_size: str | None = None
+    mean: list[float] | None = None  # --mean/--std: for a model file that stores none
+    std: list[float] | None = None
     seed: int = 0
     measure_host: bool = True
     fps: float = 30.0
@@ -77,6 +79,11 @@ class BuildConfig:
         from edgeprune.config import check_range, check_type, field_types
         from edgeprune.precision import AUTO, get_precision
 
+        from edgeprune import normalization
+
+        self.mean, self.std = (normalization.parse(self.mean, "--mean"),
+                               normalization.parse(self.std, "--std"))
+        normalization.check(self.mean, self.std)
         types = field_types(BuildConfig)
         for f in fields(self):
             check_type(getattr(self, f.name), types[f.name], f.name)
@@ -133,6 +140,10 @@ def _check_quantize(config) -> None:
     if config.calibration_method is not None and config.calibration_method not in METHODS:
         raise EdgepruneError(f"unknown calibration method {config.calibration_method!r}; choose "
                              f"one of: {', '.join(METHODS)}")
+    if config.calibration_data is not None and not config.calibration_data.startswith("calib:"):
+        raise EdgepruneError(f"unknown calibration data {config.calibration_data!r}; give "
+                             "calib:DIR (a folder of unlabeled images), or leave it out to "
+                             "calibrate on --data's train split")
     if config.recipe is not None:
         load_recipe(config.recipe).with_overrides(
             samples=config.calibration_samples, method=config.calibration_method,
@@ -141,7 +152,7 @@ def _check_quantize(config) -> None:
 
 # Top-level keys a config file may set: never trust_model (unpickling runs code), never model.
 FILE_KEYS = ("target", "target_file", "data", "out", "precision", "method", "allow_emulated",
-             "seed", "measure_host", "fps")
+             "seed", "measure_host", "fps", "mean", "std")
 FILE_TABLES = ("prune", "quantize", "engine")
 
 
@@ -285,8 +296,12 @@ class Context:
         if "original" not in self._cache:
             from edgeprune.checkpoint import load_model
 
-            self._cache["original"] = load_model(self.cfg.model, trust_model=self.cfg.trust_model,
-                                                 arch=self.cfg.arch_spec())
+            from edgeprune.normalization import apply_to_model
+
+            loaded = load_model(self.cfg.model, trust_model=self.cfg.trust_model,
+                                arch=self.cfg.arch_spec())
+            apply_to_model(loaded, self.cfg.mean, self.cfg.std)
+            self._cache["original"] = loaded
         return self._cache["original"]
 
     def pruned(self):
@@ -329,7 +344,7 @@ def stage_load(ctx: Context) -> Loaded:
     if loaded.info.input_shape is None:
         raise EdgepruneError(f"{cfg.model} does not record its input shape; pass --data so "
                              "edgeprune can take it from the data set")
-    resolution = _resolve(ctx, loaded, data is not None)
+    resolution = _resolve(ctx, loaded, data is not None or _calibrates_without_data(cfg))
     size = model_complexity(loaded.model, tuple(loaded.info.input_shape))
     acc = evaluate(loaded.model, data, "test").accuracy if data is not None else None
     ctx.log(f"loaded {loaded.info.arch}: {size.params:,} params, {size.macs:,} MACs"
@@ -337,6 +352,12 @@ def stage_load(ctx: Context) -> Loaded:
     ctx.log(f"precision {resolution.precision}: {resolution.reason}")
     return Loaded(loaded.info.arch, list(loaded.info.input_shape), size.params, size.macs, acc,
                   resolution)
+
+
+def _calibrates_without_data(cfg: BuildConfig) -> bool:
+    """int8 asked for with a calib:DIR folder: it needs no --data (accuracy is then not
+    measured)."""
+    return cfg.precision == "int8" and bool(cfg.quantize.get("calibration_data"))
 
 
 def _resolve(ctx: Context, loaded, has_data: bool) -> Resolution:
@@ -569,6 +590,10 @@ def _model_info(ctx: Context) -> dict:
     if data is not None:  # where the mean/std the images were normalized with came from
         info["normalization"] = {"mean": list(data.mean), "std": list(data.std),
                                  "source": data.extra.get("normalization_source")}
+    elif not ctx.describe and ctx.original().info.mean is not None:  # calib:DIR, no --data
+        m = ctx.original().info
+        info["normalization"] = {"mean": list(m.mean), "std": list(m.std),
+                                 "source": m.normalization_source}
     if ctx.describe:
         original = ctx.original().info
         info.update(num_classes=original.num_classes, removed_units=original.removed_units,
@@ -606,7 +631,8 @@ def prepare(cfg: BuildConfig):
     target = pick_target(cfg.target, cfg.target_file)
     if cfg.precision != "auto":
         check_precision(target, cfg.precision, allow_emulated=cfg.allow_emulated)
-        if get_precision(cfg.precision).needs_data and not cfg.data:
+        if get_precision(cfg.precision).needs_data and not cfg.data and \
+                not _calibrates_without_data(cfg):
             raise EdgepruneError(f"--precision {cfg.precision} needs data (calibration or "
                                  "fine-tuning): pass --data SPEC")
     if cfg.method != "none" and not cfg.data:
@@ -615,6 +641,11 @@ def prepare(cfg: BuildConfig):
     if not Path(cfg.model).is_file():
         raise EdgepruneError(f"model file {cfg.model} does not exist; give the path to a .pt "
                              "file")
+    calibration = cfg.quantize.get("calibration_data")
+    if calibration:
+        from edgeprune.quantize.calibration import calibration_folder
+
+        calibration_folder(calibration)  # a missing or empty folder fails before any work
     BuildDir(cfg.out).check_usable()
     return target
 

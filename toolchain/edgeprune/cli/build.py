@@ -44,6 +44,9 @@ def build_cmd(
     objective: o.Objective = None,
     calibration_method: o.CalibrationMethod = None,
     calibration_samples: o.CalibrationSamples = None,
+    calibration_data: o.CalibrationData = None,
+    mean: o.Mean = None,
+    std: o.Std = None,
     binary_epochs: o.BinaryEpochs = None,
     dla_core: o.DlaCore = None,
     trust_model: o.TrustModel = False,
@@ -59,7 +62,7 @@ def build_cmd(
     file = load_config_file(config) if config else {}
     cli = {"target": target, "target_file": target_file, "data": data, "out": out,
            "precision": precision, "method": method, "allow_emulated": allow_emulated,
-           "seed": seed, "measure_host": measure_host, "fps": fps}
+           "seed": seed, "measure_host": measure_host, "fps": fps, "mean": mean, "std": std}
     o.given(seed=seed, fps=fps)
     opts = {k: file[k] for k in FILE_KEYS if k in file}
     if cli["target"] or cli["target_file"]:  # the command line's target replaces the file's
@@ -73,7 +76,7 @@ def build_cmd(
         max_error_increase=o.epsilon(max_error_increase))}
     quantize = {**file.get("quantize", {}), **o.given(
         calibration_method=calibration_method, calibration_samples=calibration_samples,
-        binary_epochs=binary_epochs)}
+        calibration_data=calibration_data, binary_epochs=binary_epochs)}
     engine = {**file.get("engine", {}), **o.given(dla_core=dla_core)}
     cfg = BuildConfig(**{"target": None, **opts}, model=model, prune=prune, quantize=quantize,
                       engine=engine, trust_model=trust_model,

@@ -234,7 +234,17 @@ def normalization_section(model: dict | None) -> list[tuple]:
     fmt = lambda xs: ", ".join(f"{float(x):.4f}" for x in xs)  # noqa: E731
     return [("h", 2, "Input normalization"),
             ("p", f"mean ({fmt(norm['mean'])}), std ({fmt(norm.get('std') or [])}), from "
-                  f"{norm.get('source') or 'the checkpoint'}")]
+                  f"{normalization_origin(norm.get('source'))}")]
+
+
+def normalization_origin(source) -> str:
+    """Where the mean/std came from, in words (edgeprune.normalization)."""
+    if not source or source == "checkpoint":
+        return "the checkpoint (the model file stores them)"
+    if source == "--mean/--std":
+        return "--mean/--std (the model file stores none)"
+    return (f"{source} (the data's default: the model file stores none and no --mean/--std "
+            "was given)")
 
 
 def storage_section(q: dict | None) -> list[tuple]:
