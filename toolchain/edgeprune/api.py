@@ -290,3 +290,22 @@ def build_model(config: BuildConfig, *, resume: bool = False,
     state = run_build(config, resume=resume, log=on_log or _log,
                       progress=progress or CallbackProgress(on_progress), on_stage=on_stage)
     return BuildResult(config.out, state)
+
+
+def build_targets(config: BuildConfig, *, resume: bool = False,
+                  on_log: Callable[[str], None] | None = None,
+                  on_progress: Progress | None = None,
+                  on_stage: Callable[[str], None] | None = None, progress=None):
+    """``config.target`` names several targets ("A,B", or a list): the model is pruned once,
+    then exported, quantized and profiled for each target into ``config.out/<target>``, and the
+    reports are merged into ``config.out/report.*``. Returns a ``MultiResult`` (``.states``:
+    target -> BuildState, ``.report``: the merged report)."""
+    from edgeprune.multitarget import run_targets
+
+    if isinstance(config.target, (list, tuple)):
+        config.target = ",".join(config.target)
+    for name in ("model", "out", "target_file", "reuse_pruning"):
+        if isinstance(getattr(config, name), str):
+            setattr(config, name, Path(getattr(config, name)))
+    return run_targets(config, resume=resume, log=on_log or _log,
+                       progress=progress or CallbackProgress(on_progress), on_stage=on_stage)

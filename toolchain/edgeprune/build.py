@@ -19,7 +19,7 @@ import json
 import platform
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from edgeprune import __version__
@@ -60,6 +60,9 @@ class BuildConfig:
     input_size: str | None = None
     mean: list[float] | None = None  # --mean/--std: for a model file that stores none
     std: list[float] | None = None
+    # an earlier build directory of the same model, data and pruning options: its pruned
+    # checkpoint is taken instead of pruning again (build --target A,B prunes once)
+    reuse_pruning: Path | None = None
     seed: int = 0
     measure_host: bool = True
     fps: float = 30.0
@@ -203,6 +206,9 @@ class Quantized:
     fp32_accuracy: float | None = None
     calibration_cache: str | None = None
     summary: dict | None = None
+    # the unpruned original at the same precision (fp16, int8 of a pruned build), so that the
+    # report tells pruning's effect from quantization's: onnx, accuracy, flavour
+    original: dict | None = None
 
 
 @dataclass
@@ -244,6 +250,9 @@ def result_from_dict(stage: str, d: dict):
     cls = RESULT_TYPES[stage]
     kwargs = {}
     for f in fields(cls):
+        if f.name not in d and f.default is not MISSING:  # a field newer than the state file
+            kwargs[f.name] = f.default
+            continue
         value = d[f.name]
         nested = _NESTED.get((cls, f.name))
         kwargs[f.name] = nested.from_dict(value) if nested and value is not None else value
@@ -388,6 +397,8 @@ def stage_prune(ctx: Context) -> Pruned:
     if ctx.cfg.method == "none":
         ctx.log("pruning skipped (--method none): later stages take the model as it is")
         return Pruned("none", None, None)
+    if ctx.cfg.reuse_pruning is not None:
+        return _reuse_pruning(ctx)
     from edgeprune.prune import prune_model
 
     result = prune_model(ctx.original(), ctx.data(), ctx.cfg.prune_config(), ctx.out.root,
@@ -407,6 +418,58 @@ def stage_prune(ctx: Context) -> Pruned:
     ctx.log(f"pruned with {s['method']}: {s['units_before']} → {s['units_after']} units, "
             f"{s['params_before']:,} → {s['params_after']:,} params")
     return Pruned(ctx.cfg.method, ctx.out.rel(result.path), s)
+
+
+# What must be equal for an earlier build's pruning to be this build's: the pruning depends on
+# the model, the data and these options, never on the target or the precision.
+PRUNING_OPTIONS = ("method", "prune", "seed", "data", "arch", "num_classes", "input_size",
+                   "mean", "std")
+
+
+def reused_pruning(cfg: BuildConfig) -> BuildState:
+    """The state of the build in ``cfg.reuse_pruning``, checked to have pruned this model with
+    these options (the data is compared when it is loaded, :func:`_reuse_pruning`)."""
+    src = BuildDir(cfg.reuse_pruning)
+    flag = f"--reuse-pruning {src.root}"
+    if not src.state.is_file():
+        raise EdgepruneError(f"{flag}: no {BuildDir.STATE} there; give the directory of an "
+                             "earlier `edgeprune build` that pruned")
+    state = BuildState.read(src.state)
+    pruned = state.results.get("prune")
+    if "prune" not in state.done or pruned is None or pruned.checkpoint is None:
+        raise EdgepruneError(f"{flag}: that build did not prune (or did not finish pruning)")
+    old, new = state.fingerprint.get("options", {}), cfg.options()
+    for key in PRUNING_OPTIONS:
+        if old.get(key) != new.get(key):
+            raise EdgepruneError(f"{flag}: that build pruned with {key} = {old.get(key)!r}, this "
+                                 f"one asks for {new.get(key)!r}; prune again (leave "
+                                 "--reuse-pruning out)")
+    if state.fingerprint.get("model") != _file_hash(cfg.model):
+        raise EdgepruneError(f"{flag}: that build pruned another model file (or this one "
+                             "changed since)")
+    if not src.resolve(pruned.checkpoint).is_file():
+        raise EdgepruneError(f"{flag}: its pruned checkpoint {pruned.checkpoint} is missing")
+    return state
+
+
+def _reuse_pruning(ctx: Context) -> Pruned:
+    """The earlier build's pruned checkpoint, MI record and plot, copied in: no pruning again."""
+    import shutil
+
+    state = reused_pruning(ctx.cfg)
+    src = BuildDir(ctx.cfg.reuse_pruning)
+    if ctx.data() is not None and state.fingerprint.get("data") != data_hash(ctx.data()):
+        raise EdgepruneError(f"--reuse-pruning {src.root}: that build pruned on other data; "
+                             "prune again (leave --reuse-pruning out)")
+    pruned = state.results["prune"]
+    shutil.copyfile(src.resolve(pruned.checkpoint), ctx.out / BuildDir.PRUNED)
+    for name in (BuildDir.MSPIC_JSON, BuildDir.MSPIC_PNG):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, ctx.out / name)
+    ctx.log(f"pruning reused from {src.root} (same model, data and options): "
+            f"{BuildDir.PRUNED} copied, not pruned again")
+    summary = dict(pruned.summary or {}, reused_from=str(src.root))
+    return Pruned(pruned.method, BuildDir.PRUNED, summary)
 
 
 def stage_export(ctx: Context) -> Exported:
@@ -461,7 +524,31 @@ def stage_quantize(ctx: Context) -> Quantized:
     return Quantized(precision, ctx.out.rel(result.onnx_path), result.flavour, result.accuracy,
                      result.fp32_accuracy,
                      ctx.out.rel(result.calibration_cache) if result.calibration_cache else None,
-                     result.summary)
+                     result.summary, _original_quantized(ctx, precision))
+
+
+# Precisions made without training: the original at them costs one more calibration (int8) or
+# conversion (fp16). binary and shared fine-tune, which would double the build; they go without.
+ORIGINAL_AT_PRECISION = ("fp16", "int8")
+
+
+def _original_quantized(ctx: Context, precision: str) -> dict | None:
+    """The unpruned original at the build's precision, into original-quantized/: with it the
+    report holds all four of original/pruned × fp32/precision, and pruning's effect on accuracy
+    and cost can be told apart from quantization's."""
+    pruned = ctx.result("prune")
+    if pruned is None or pruned.checkpoint is None or precision not in ORIGINAL_AT_PRECISION:
+        return None
+    from edgeprune.quantize import quantize_model
+
+    result = quantize_model(ctx.original(), ctx.out / ctx.result("export").original_onnx,
+                            ctx.data(), precision, ctx.target,
+                            ctx.out / BuildDir.ORIGINAL_QUANTIZED, ctx.cfg.quantize_config(),
+                            progress=ctx.progress)
+    acc = f", accuracy {result.accuracy:.2%}" if result.accuracy is not None else ""
+    ctx.log(f"quantized the original to {precision} too (for comparison){acc}")
+    return {"onnx": ctx.out.rel(result.onnx_path), "accuracy": result.accuracy,
+            "flavour": result.flavour, "fp32_accuracy": result.fp32_accuracy}
 
 
 def _engine_input(ctx: Context) -> tuple[str, str]:
@@ -511,13 +598,19 @@ class Variant:
 
 
 def variants(ctx: Context) -> list[Variant]:
-    """What the report compares: the original, the pruned model if any, and the model at the
-    build's precision if it is not fp32; named for what they are."""
+    """What the report compares: the original, the original at the build's precision (fp16 or
+    int8 of a pruned build), the pruned model if any, and the model at the build's precision if
+    it is not fp32; named for what they are. The last one is what the engine runs."""
     if ctx.describe:
         return [_described(ctx)]
     load, pruned, exported = ctx.result("load"), ctx.result("prune"), ctx.result("export")
     q = ctx.result("quantize")
     out = [Variant("original", "fp32", ctx.out / exported.original_onnx, load.accuracy)]
+    if q is not None and q.original:  # the original at the build's precision
+        acc = q.original.get("accuracy")
+        out.append(Variant(f"original-{q.precision}", q.precision,
+                           ctx.out.resolve(q.original["onnx"]),
+                           acc if acc is not None else load.accuracy))
     base, base_acc = "original", load.accuracy
     if pruned is not None and pruned.checkpoint is not None:
         out.append(Variant("pruned", "fp32", ctx.out / exported.pruned_onnx,
@@ -641,6 +734,8 @@ def prepare(cfg: BuildConfig):
     if not Path(cfg.model).is_file():
         raise EdgepruneError(f"model file {cfg.model} does not exist; give the path to a .pt "
                              "file")
+    if cfg.reuse_pruning is not None and cfg.method != "none":
+        reused_pruning(cfg)
     calibration = cfg.quantize.get("calibration_data")
     if calibration:
         from edgeprune.quantize.calibration import calibration_folder

@@ -199,12 +199,14 @@ class CalibrationSource:
         self.recipe = recipe
         self.images = images
         self.batch_size = max(1, int(batch_size))
+        self.split = None  # the train images picked (None: a calib:DIR folder's)
         if images is not None:
             self.x = images.files
             self.description = images.describe()
         else:
-            self.x = data.sample("train", recipe.samples, seed=seed).x
-            self.description = f"train split of {data.spec}"
+            self.split = data.sample("train", recipe.samples, seed=seed)
+            self.x = self.split.x
+            self.description = "train split"
         if len(self.x) == 0:
             raise EdgepruneError(f"the calibration set is empty: {where} has no training "
                                  "images; give data with a train split")
