@@ -79,10 +79,9 @@ class BuildConfig:
 
     def validate(self) -> None:
         """Every check that needs no file: types, names and ranges. Raises one-line errors."""
+        from edgeprune import normalization
         from edgeprune.config import check_range, check_type, field_types
         from edgeprune.precision import AUTO, get_precision
-
-        from edgeprune import normalization
 
         self.mean, self.std = (normalization.parse(self.mean, "--mean"),
                                normalization.parse(self.std, "--std"))
@@ -304,7 +303,6 @@ class Context:
     def original(self):
         if "original" not in self._cache:
             from edgeprune.checkpoint import load_model
-
             from edgeprune.normalization import apply_to_model
 
             loaded = load_model(self.cfg.model, trust_model=self.cfg.trust_model,

@@ -75,7 +75,8 @@ class BuildDir:
         """Every file and folder a build writes here (what a fresh build clears first)."""
         return [self.STATE, self.RECORD, self.PRUNED, self.MSPIC_JSON, self.MSPIC_PNG,
                 self.STAGES, self.ORIGINAL_ONNX, self.MODEL_ONNX, self.QUANTIZE_JSON,
-                self.CALIBRATION_CACHE, self.ENGINE, self.ORIGINAL_QUANTIZED, self.TESTSET, self.DEVICE, self.WORK,
+                self.CALIBRATION_CACHE, self.ENGINE, self.ORIGINAL_QUANTIZED, self.TESTSET,
+                self.DEVICE, self.WORK,
                 *self.QUANTIZED, *self.REPORTS]
 
     # ------------------------------------------------ checks and lifecycle

@@ -59,7 +59,8 @@ def quantize_cmd(
 
     quantize = o.given(calibration_samples=calibration_samples,
                        calibration_method=calibration_method, percentile=percentile,
-                       calibration_data=calibration_data, recipe=recipe, int8_flavour=int8_flavour, binary_epochs=binary_epochs,
+                       calibration_data=calibration_data, recipe=recipe,
+                       int8_flavour=int8_flavour, binary_epochs=binary_epochs,
                        binary_lr=binary_lr, binary_activations=binary_activations,
                        shared_bits=shared_bits, shared_epochs=shared_epochs)
     quantize.update(binary_skip_first=not binarize_first,

@@ -123,7 +123,7 @@ def _fp16(job: Job) -> dict:
 
 
 def _int8(job: Job) -> dict:
-    from edgeprune.quantize.calibration import CalibrationSource, write_trt_cache
+    from edgeprune.quantize.calibration import write_trt_cache
     from edgeprune.quantize.int8 import flavour_for, quantize_int8
 
     flavour = flavour_for(job.target, job.config.int8_flavour)

@@ -309,8 +309,8 @@ def storage_section(q: dict | None) -> list[tuple]:
 
 def sections(report: dict) -> list[tuple]:
     """What follows the summary table: the precision's reason, the stored size (shared),
-    pruning's and quantization's effects apart, the input normalization, energy, pruning, what the device measured, the final variant's
-    layers."""
+    pruning's and quantization's effects apart, the input normalization, energy, pruning, what
+    the device measured, the final variant's layers."""
     return (precision_section(report.get("precision_choice"))
             + storage_section(report.get("quantization")) + effects_section(report)
             + normalization_section(report.get("model")) + energy_section(report)
