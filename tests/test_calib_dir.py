@@ -179,6 +179,16 @@ def test_build_report_says_where_normalization_came_from(bare_model, calib_dir, 
     assert no_norm.exit_code == 2 and "pass --mean and --std" in no_norm.output, no_norm.output
 
 
+def test_profile_takes_mean_std(bare_model, tmp_path):
+    path, info = bare_model
+    r = _run("profile", path, "--target", "host-cpu", "--data", "digits", "--no-host",
+             "--mean", str(info.mean[0]), "--std", str(info.std[0]), "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["model"]["normalization"]["source"] == "--mean/--std"
+    assert report["variants"][0]["accuracy"] > 0.9
+
+
 def test_mean_std_is_refused_when_it_differs_in_the_api(resnet20_digits_path):
     from edgeprune import api
 

@@ -688,8 +688,9 @@ def _model_info(ctx: Context) -> dict:
     if ctx.describe:
         original = ctx.original().info
         info.update(num_classes=original.num_classes, removed_units=original.removed_units,
-                    normalization=({"mean": list(original.mean), "std": list(original.std)}
-                                   if original.mean is not None else None))
+                    normalization=({"mean": list(original.mean), "std": list(original.std),
+                                    "source": original.normalization_source}
+                                   if original.mean is not None else info.get("normalization")))
     return info
 
 

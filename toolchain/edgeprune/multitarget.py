@@ -68,7 +68,7 @@ def run_targets(cfg, *, resume: bool = False, log: Callable[[str], None] | None 
                 progress=None, on_stage: Callable[[str], None] | None = None) -> MultiResult:
     """Build ``cfg`` for each target of ``cfg.target`` ("A,B"), pruning once; merge the
     reports into ``cfg.out``."""
-    from edgeprune.build import prepare, reused_pruning, run_build
+    from edgeprune.build import prepare, run_build
     from edgeprune.report import merge_reports, write_reports
 
     if cfg.target_file is not None:
@@ -76,17 +76,13 @@ def run_targets(cfg, *, resume: bool = False, log: Callable[[str], None] | None 
     names = split_targets(cfg.target)
     BuildDir(cfg.out).check_usable()
     configs = target_configs(cfg, names)
-    for c in configs:  # every target's checks (precision, data, ...) before any work
-        if c.reuse_pruning is not None and c.reuse_pruning == configs[0].out:
-            prepare(replace(c, reuse_pruning=None))
-        else:
-            prepare(c)
+    for c in configs:  # every target's checks (precision, data, ...) before any work; the
+        # first build's pruning, which the others reuse, is checked when it exists (run_build)
+        prepare(replace(c, reuse_pruning=None) if c.reuse_pruning == configs[0].out else c)
     log = log or _logger()
     states = {}
     for c in configs:
         log(f"— target {c.target} → {c.out}")
-        if c.reuse_pruning is not None and c.reuse_pruning != cfg.reuse_pruning:
-            reused_pruning(c)  # the first build's pruning, now that it exists
         states[c.target] = run_build(c, resume=resume, log=log, progress=progress,
                                      on_stage=on_stage)
     dirs = tuple(c.out for c in configs)
