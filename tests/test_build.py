@@ -52,8 +52,14 @@ def test_build_directory_holds_everything(xavier_int8):
     report = json.loads((out / "report.json").read_text())
     validate(report)
     names = [v["name"] for v in report["variants"]]
-    assert names == ["original", "pruned", "pruned-int8"]
-    original, pruned, int8 = report["variants"]
+    # the original at int8 too, so that pruning's and quantization's effects can be told apart
+    assert names == ["original", "original-int8", "pruned", "pruned-int8"]
+    original, original_int8, pruned, int8 = report["variants"]
+    assert original_int8["params"] == original["params"]
+    assert original_int8["weights_bytes"] < original["weights_bytes"] / 3
+    assert (out / "original-quantized" / "model.int8.tensorrt.onnx").is_file()
+    md = (out / "report.md").read_text()
+    assert "## Pruning vs quantization" in md and "| quantization to int8 (unpruned) |" in md
     assert report["pruning"]["units_after"] < report["pruning"]["units_before"]
     assert pruned["params"] < original["params"] and pruned["macs"] < original["macs"]
     assert int8["weights_bytes"] < pruned["weights_bytes"] / 3  # int8 weights, not fp32

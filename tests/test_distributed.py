@@ -178,5 +178,5 @@ def test_torchrun_build_on_2_cpu_processes(tmp_path, resnet20_digits_path):
           "--data", "digits", "--out", str(tmp_path / "b"), "--stages", "1",
           "--finetune-epochs", "1", "--samples", "200", "--max-error-increase", "0.2"])
     report = json.loads((tmp_path / "b" / "report.json").read_text())
-    assert [v["name"] for v in report["variants"]][:2] == ["original", "pruned"]
+    assert [v["name"] for v in report["variants"]][::2] == ["original", "pruned"]
     assert json.loads((tmp_path / "b" / "mspic.json").read_text())["stages"][0]["removed"]

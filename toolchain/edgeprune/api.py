@@ -86,16 +86,25 @@ def _log(message: str) -> None:
 
 
 def load(path: str | Path, *, trust_model: bool = False, arch: str | None = None,
-         num_classes: int | None = None, input_size: str | None = None) -> LoadedModel:
+         num_classes: int | None = None, input_size: str | None = None,
+         mean: str | list[float] | None = None,
+         std: str | list[float] | None = None) -> LoadedModel:
     """A checkpoint, checked and in eval mode (``.model`` is the nn.Module, ``.info`` its
     architecture, input shape, normalization and class names). ``trust_model`` allows a pickled
     nn.Module, whose unpickling can run code from the file. A plain state_dict needs ``arch``
     (a zoo name or ``tv:<torchvision builder>``, see ``edgeprune models``), and may need
-    ``num_classes`` and ``input_size`` ("C,H,W")."""
+    ``num_classes`` and ``input_size`` ("C,H,W"). ``mean``/``std`` (one value per channel)
+    normalize inputs of a model whose file stores no normalization; values that differ from
+    the file's are refused (see ``edgeprune.normalization``)."""
+    from edgeprune import normalization
     from edgeprune.checkpoint import arch_spec, load_model
 
-    return load_model(path, trust_model=trust_model,
-                      arch=arch_spec(arch, num_classes, input_size))
+    mean, std = normalization.parse(mean, "--mean"), normalization.parse(std, "--std")
+    normalization.check(mean, std)  # before the file is read
+    loaded = load_model(path, trust_model=trust_model,
+                        arch=arch_spec(arch, num_classes, input_size))
+    normalization.apply_to_model(loaded, mean, std)
+    return loaded
 
 
 def load_data(spec: str, model: LoadedModel | None = None, *,
@@ -180,10 +189,13 @@ def quantize_model(model: str | Path, precision: str, out: str | Path, *,
                    allow_emulated: bool = False, trust_model: bool = False,
                    target_file: str | Path | None = None, on_progress: Progress | None = None,
                    progress=None, arch: str | None = None, num_classes: int | None = None,
-                   input_size: str | None = None) -> BuildResult:
+                   input_size: str | None = None, mean: str | list[float] | None = None,
+                   std: str | list[float] | None = None) -> BuildResult:
     """``model`` (a checkpoint file) at ``precision`` (fp16, int8, binary, fp32 or auto) for
     ``target``: the build's load, export and quantize stages, so the precision is decided as a
-    build decides it. int8 calibrates on ``data``'s train split, binary fine-tunes on it.
+    build decides it. int8 calibrates on ``data``'s train split (or, with
+    ``config.calibration_data = "calib:DIR"``, on a folder of unlabeled images, and then
+    needs no ``data``), binary fine-tunes on it.
     ``config`` may also be a dict of QuantizeConfig field overrides. The result's
     ``.quantized`` holds the quantized ONNX and its accuracy, ``.loaded.resolution`` why this
     precision."""
@@ -199,7 +211,7 @@ def quantize_model(model: str | Path, precision: str, out: str | Path, *,
                       model=Path(model), data=data, out=Path(out), precision=precision,
                       method="none", measure_host=False, seed=seed, trust_model=trust_model,
                       allow_emulated=allow_emulated, quantize=overrides, arch=arch,
-                      num_classes=num_classes, input_size=input_size)
+                      num_classes=num_classes, input_size=input_size, mean=mean, std=std)
     state = run_build(cfg, log=_log, progress=progress or CallbackProgress(on_progress),
                       stages=["load", "prune", "export", "quantize"], clear=False)
     return BuildResult(cfg.out, state)
@@ -278,3 +290,22 @@ def build_model(config: BuildConfig, *, resume: bool = False,
     state = run_build(config, resume=resume, log=on_log or _log,
                       progress=progress or CallbackProgress(on_progress), on_stage=on_stage)
     return BuildResult(config.out, state)
+
+
+def build_targets(config: BuildConfig, *, resume: bool = False,
+                  on_log: Callable[[str], None] | None = None,
+                  on_progress: Progress | None = None,
+                  on_stage: Callable[[str], None] | None = None, progress=None):
+    """``config.target`` names several targets ("A,B", or a list): the model is pruned once,
+    then exported, quantized and profiled for each target into ``config.out/<target>``, and the
+    reports are merged into ``config.out/report.*``. Returns a ``MultiResult`` (``.states``:
+    target -> BuildState, ``.report``: the merged report)."""
+    from edgeprune.multitarget import run_targets
+
+    if isinstance(config.target, (list, tuple)):
+        config.target = ",".join(config.target)
+    for name in ("model", "out", "target_file", "reuse_pruning"):
+        if isinstance(getattr(config, name), str):
+            setattr(config, name, Path(getattr(config, name)))
+    return run_targets(config, resume=resume, log=on_log or _log,
+                       progress=progress or CallbackProgress(on_progress), on_stage=on_stage)

@@ -19,7 +19,7 @@ import json
 import platform
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from edgeprune import __version__
@@ -58,6 +58,11 @@ class BuildConfig:
     arch: str | None = None          # the architecture of a plain state_dict (--arch …)
     num_classes: int | None = None
     input_size: str | None = None
+    mean: list[float] | None = None  # --mean/--std: for a model file that stores none
+    std: list[float] | None = None
+    # an earlier build directory of the same model, data and pruning options: its pruned
+    # checkpoint is taken instead of pruning again (build --target A,B prunes once)
+    reuse_pruning: Path | None = None
     seed: int = 0
     measure_host: bool = True
     fps: float = 30.0
@@ -74,9 +79,13 @@ class BuildConfig:
 
     def validate(self) -> None:
         """Every check that needs no file: types, names and ranges. Raises one-line errors."""
+        from edgeprune import normalization
         from edgeprune.config import check_range, check_type, field_types
         from edgeprune.precision import AUTO, get_precision
 
+        self.mean, self.std = (normalization.parse(self.mean, "--mean"),
+                               normalization.parse(self.std, "--std"))
+        normalization.check(self.mean, self.std)
         types = field_types(BuildConfig)
         for f in fields(self):
             check_type(getattr(self, f.name), types[f.name], f.name)
@@ -139,6 +148,10 @@ def _check_quantize(config) -> None:
     if config.calibration_method is not None and config.calibration_method not in METHODS:
         raise EdgepruneError(f"unknown calibration method {config.calibration_method!r}; choose "
                              f"one of: {', '.join(METHODS)}")
+    if config.calibration_data is not None and not config.calibration_data.startswith("calib:"):
+        raise EdgepruneError(f"unknown calibration data {config.calibration_data!r}; give "
+                             "calib:DIR (a folder of unlabeled images), or leave it out to "
+                             "calibrate on --data's train split")
     if config.recipe is not None:
         load_recipe(config.recipe).with_overrides(
             samples=config.calibration_samples, method=config.calibration_method,
@@ -147,7 +160,7 @@ def _check_quantize(config) -> None:
 
 # Top-level keys a config file may set: never trust_model (unpickling runs code), never model.
 FILE_KEYS = ("target", "target_file", "data", "out", "precision", "method", "allow_emulated",
-             "seed", "measure_host", "fps")
+             "seed", "measure_host", "fps", "mean", "std")
 FILE_TABLES = ("prune", "quantize", "engine")
 
 
@@ -198,6 +211,9 @@ class Quantized:
     fp32_accuracy: float | None = None
     calibration_cache: str | None = None
     summary: dict | None = None
+    # the unpruned original at the same precision (fp16, int8 of a pruned build), so that the
+    # report tells pruning's effect from quantization's: onnx, accuracy, flavour
+    original: dict | None = None
 
 
 @dataclass
@@ -239,6 +255,9 @@ def result_from_dict(stage: str, d: dict):
     cls = RESULT_TYPES[stage]
     kwargs = {}
     for f in fields(cls):
+        if f.name not in d and f.default is not MISSING:  # a field newer than the state file
+            kwargs[f.name] = f.default
+            continue
         value = d[f.name]
         nested = _NESTED.get((cls, f.name))
         kwargs[f.name] = nested.from_dict(value) if nested and value is not None else value
@@ -290,9 +309,12 @@ class Context:
     def original(self):
         if "original" not in self._cache:
             from edgeprune.checkpoint import load_model
+            from edgeprune.normalization import apply_to_model
 
-            self._cache["original"] = load_model(self.cfg.model, trust_model=self.cfg.trust_model,
-                                                 arch=self.cfg.arch_spec())
+            loaded = load_model(self.cfg.model, trust_model=self.cfg.trust_model,
+                                arch=self.cfg.arch_spec())
+            apply_to_model(loaded, self.cfg.mean, self.cfg.std)
+            self._cache["original"] = loaded
         return self._cache["original"]
 
     def pruned(self):
@@ -335,7 +357,7 @@ def stage_load(ctx: Context) -> Loaded:
     if loaded.info.input_shape is None:
         raise EdgepruneError(f"{cfg.model} does not record its input shape; pass --data so "
                              "edgeprune can take it from the data set")
-    resolution = _resolve(ctx, loaded, data is not None)
+    resolution = _resolve(ctx, loaded, data is not None or _calibrates_without_data(cfg))
     size = model_complexity(loaded.model, tuple(loaded.info.input_shape))
     acc = evaluate(loaded.model, data, "test").accuracy if data is not None else None
     ctx.log(f"loaded {loaded.info.arch}: {size.params:,} params, {size.macs:,} MACs"
@@ -343,6 +365,12 @@ def stage_load(ctx: Context) -> Loaded:
     ctx.log(f"precision {resolution.precision}: {resolution.reason}")
     return Loaded(loaded.info.arch, list(loaded.info.input_shape), size.params, size.macs, acc,
                   resolution)
+
+
+def _calibrates_without_data(cfg: BuildConfig) -> bool:
+    """int8 asked for with a calib:DIR folder: it needs no --data (accuracy is then not
+    measured)."""
+    return cfg.precision == "int8" and bool(cfg.quantize.get("calibration_data"))
 
 
 def _resolve(ctx: Context, loaded, has_data: bool) -> Resolution:
@@ -373,6 +401,8 @@ def stage_prune(ctx: Context) -> Pruned:
     if ctx.cfg.method == "none":
         ctx.log("pruning skipped (--method none): later stages take the model as it is")
         return Pruned("none", None, None)
+    if ctx.cfg.reuse_pruning is not None:
+        return _reuse_pruning(ctx)
     from edgeprune.prune import prune_model
 
     config = ctx.cfg.prune_config(ctx.result("load").precision)
@@ -393,6 +423,58 @@ def stage_prune(ctx: Context) -> Pruned:
     ctx.log(f"pruned with {s['method']}: {s['units_before']} → {s['units_after']} units, "
             f"{s['params_before']:,} → {s['params_after']:,} params")
     return Pruned(ctx.cfg.method, ctx.out.rel(result.path), s)
+
+
+# What must be equal for an earlier build's pruning to be this build's: the pruning depends on
+# the model, the data and these options, never on the target or the precision.
+PRUNING_OPTIONS = ("method", "prune", "seed", "data", "arch", "num_classes", "input_size",
+                   "mean", "std")
+
+
+def reused_pruning(cfg: BuildConfig) -> BuildState:
+    """The state of the build in ``cfg.reuse_pruning``, checked to have pruned this model with
+    these options (the data is compared when it is loaded, :func:`_reuse_pruning`)."""
+    src = BuildDir(cfg.reuse_pruning)
+    flag = f"--reuse-pruning {src.root}"
+    if not src.state.is_file():
+        raise EdgepruneError(f"{flag}: no {BuildDir.STATE} there; give the directory of an "
+                             "earlier `edgeprune build` that pruned")
+    state = BuildState.read(src.state)
+    pruned = state.results.get("prune")
+    if "prune" not in state.done or pruned is None or pruned.checkpoint is None:
+        raise EdgepruneError(f"{flag}: that build did not prune (or did not finish pruning)")
+    old, new = state.fingerprint.get("options", {}), cfg.options()
+    for key in PRUNING_OPTIONS:
+        if old.get(key) != new.get(key):
+            raise EdgepruneError(f"{flag}: that build pruned with {key} = {old.get(key)!r}, this "
+                                 f"one asks for {new.get(key)!r}; prune again (leave "
+                                 "--reuse-pruning out)")
+    if state.fingerprint.get("model") != _file_hash(cfg.model):
+        raise EdgepruneError(f"{flag}: that build pruned another model file (or this one "
+                             "changed since)")
+    if not src.resolve(pruned.checkpoint).is_file():
+        raise EdgepruneError(f"{flag}: its pruned checkpoint {pruned.checkpoint} is missing")
+    return state
+
+
+def _reuse_pruning(ctx: Context) -> Pruned:
+    """The earlier build's pruned checkpoint, MI record and plot, copied in: no pruning again."""
+    import shutil
+
+    state = reused_pruning(ctx.cfg)
+    src = BuildDir(ctx.cfg.reuse_pruning)
+    if ctx.data() is not None and state.fingerprint.get("data") != data_hash(ctx.data()):
+        raise EdgepruneError(f"--reuse-pruning {src.root}: that build pruned on other data; "
+                             "prune again (leave --reuse-pruning out)")
+    pruned = state.results["prune"]
+    shutil.copyfile(src.resolve(pruned.checkpoint), ctx.out / BuildDir.PRUNED)
+    for name in (BuildDir.MSPIC_JSON, BuildDir.MSPIC_PNG):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, ctx.out / name)
+    ctx.log(f"pruning reused from {src.root} (same model, data and options): "
+            f"{BuildDir.PRUNED} copied, not pruned again")
+    summary = dict(pruned.summary or {}, reused_from=str(src.root))
+    return Pruned(pruned.method, BuildDir.PRUNED, summary)
 
 
 def stage_export(ctx: Context) -> Exported:
@@ -447,7 +529,31 @@ def stage_quantize(ctx: Context) -> Quantized:
     return Quantized(precision, ctx.out.rel(result.onnx_path), result.flavour, result.accuracy,
                      result.fp32_accuracy,
                      ctx.out.rel(result.calibration_cache) if result.calibration_cache else None,
-                     result.summary)
+                     result.summary, _original_quantized(ctx, precision))
+
+
+# Precisions made without training: the original at them costs one more calibration (int8) or
+# conversion (fp16). binary and shared fine-tune, which would double the build; they go without.
+ORIGINAL_AT_PRECISION = ("fp16", "int8")
+
+
+def _original_quantized(ctx: Context, precision: str) -> dict | None:
+    """The unpruned original at the build's precision, into original-quantized/: with it the
+    report holds all four of original/pruned × fp32/precision, and pruning's effect on accuracy
+    and cost can be told apart from quantization's."""
+    pruned = ctx.result("prune")
+    if pruned is None or pruned.checkpoint is None or precision not in ORIGINAL_AT_PRECISION:
+        return None
+    from edgeprune.quantize import quantize_model
+
+    result = quantize_model(ctx.original(), ctx.out / ctx.result("export").original_onnx,
+                            ctx.data(), precision, ctx.target,
+                            ctx.out / BuildDir.ORIGINAL_QUANTIZED, ctx.cfg.quantize_config(),
+                            progress=ctx.progress)
+    acc = f", accuracy {result.accuracy:.2%}" if result.accuracy is not None else ""
+    ctx.log(f"quantized the original to {precision} too (for comparison){acc}")
+    return {"onnx": ctx.out.rel(result.onnx_path), "accuracy": result.accuracy,
+            "flavour": result.flavour, "fp32_accuracy": result.fp32_accuracy}
 
 
 def _engine_input(ctx: Context) -> tuple[str, str]:
@@ -497,13 +603,19 @@ class Variant:
 
 
 def variants(ctx: Context) -> list[Variant]:
-    """What the report compares: the original, the pruned model if any, and the model at the
-    build's precision if it is not fp32; named for what they are."""
+    """What the report compares: the original, the original at the build's precision (fp16 or
+    int8 of a pruned build), the pruned model if any, and the model at the build's precision if
+    it is not fp32; named for what they are. The last one is what the engine runs."""
     if ctx.describe:
         return [_described(ctx)]
     load, pruned, exported = ctx.result("load"), ctx.result("prune"), ctx.result("export")
     q = ctx.result("quantize")
     out = [Variant("original", "fp32", ctx.out / exported.original_onnx, load.accuracy)]
+    if q is not None and q.original:  # the original at the build's precision
+        acc = q.original.get("accuracy")
+        out.append(Variant(f"original-{q.precision}", q.precision,
+                           ctx.out.resolve(q.original["onnx"]),
+                           acc if acc is not None else load.accuracy))
     base, base_acc = "original", load.accuracy
     if pruned is not None and pruned.checkpoint is not None:
         out.append(Variant("pruned", "fp32", ctx.out / exported.pruned_onnx,
@@ -576,11 +688,16 @@ def _model_info(ctx: Context) -> dict:
     if data is not None:  # where the mean/std the images were normalized with came from
         info["normalization"] = {"mean": list(data.mean), "std": list(data.std),
                                  "source": data.extra.get("normalization_source")}
+    elif not ctx.describe and ctx.original().info.mean is not None:  # calib:DIR, no --data
+        m = ctx.original().info
+        info["normalization"] = {"mean": list(m.mean), "std": list(m.std),
+                                 "source": m.normalization_source}
     if ctx.describe:
         original = ctx.original().info
         info.update(num_classes=original.num_classes, removed_units=original.removed_units,
-                    normalization=({"mean": list(original.mean), "std": list(original.std)}
-                                   if original.mean is not None else None))
+                    normalization=({"mean": list(original.mean), "std": list(original.std),
+                                    "source": original.normalization_source}
+                                   if original.mean is not None else info.get("normalization")))
     return info
 
 
@@ -613,7 +730,8 @@ def prepare(cfg: BuildConfig):
     target = pick_target(cfg.target, cfg.target_file)
     if cfg.precision != "auto":
         check_precision(target, cfg.precision, allow_emulated=cfg.allow_emulated)
-        if get_precision(cfg.precision).needs_data and not cfg.data:
+        if get_precision(cfg.precision).needs_data and not cfg.data and \
+                not _calibrates_without_data(cfg):
             raise EdgepruneError(f"--precision {cfg.precision} needs data (calibration or "
                                  "fine-tuning): pass --data SPEC")
     if cfg.method != "none" and not cfg.data:
@@ -622,6 +740,13 @@ def prepare(cfg: BuildConfig):
     if not Path(cfg.model).is_file():
         raise EdgepruneError(f"model file {cfg.model} does not exist; give the path to a .pt "
                              "file")
+    if cfg.reuse_pruning is not None and cfg.method != "none":
+        reused_pruning(cfg)
+    calibration = cfg.quantize.get("calibration_data")
+    if calibration:
+        from edgeprune.quantize.calibration import calibration_folder
+
+        calibration_folder(calibration)  # a missing or empty folder fails before any work
     BuildDir(cfg.out).check_usable()
     return target
 

@@ -30,6 +30,8 @@ class BuildDir:
     ORIGINAL_ONNX, MODEL_ONNX = "original.onnx", "model.onnx"
     QUANTIZE_JSON, CALIBRATION_CACHE = "quantize.json", "calibration.cache"
     ENGINE = "engine"
+    # the original model at the build's precision, when the build prunes and quantizes
+    ORIGINAL_QUANTIZED = "original-quantized"
     TESTSET = "testset.npz"  # the test split for the device's engine accuracy (engine/accuracy.py)
     DEVICE = "device"  # what `edgeprune profile BUILD_DIR` read or measured on the device
     REPORTS = ("report.json", "report.md", "report.html")
@@ -73,7 +75,8 @@ class BuildDir:
         """Every file and folder a build writes here (what a fresh build clears first)."""
         return [self.STATE, self.RECORD, self.PRUNED, self.MSPIC_JSON, self.MSPIC_PNG,
                 self.STAGES, self.ORIGINAL_ONNX, self.MODEL_ONNX, self.QUANTIZE_JSON,
-                self.CALIBRATION_CACHE, self.ENGINE, self.TESTSET, self.DEVICE, self.WORK,
+                self.CALIBRATION_CACHE, self.ENGINE, self.ORIGINAL_QUANTIZED, self.TESTSET,
+                self.DEVICE, self.WORK,
                 *self.QUANTIZED, *self.REPORTS]
 
     # ------------------------------------------------ checks and lifecycle

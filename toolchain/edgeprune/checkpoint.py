@@ -44,6 +44,8 @@ class ModelInfo:
     removed_units: list[str] = field(default_factory=list)
     # filters were removed (MINT): the tensors' shapes give the widths (see prune.channels)
     channels_pruned: bool = False
+    # where mean/std came from: the file, or --mean/--std (edgeprune.normalization); not saved
+    normalization_source: str = "checkpoint"
 
     @property
     def in_channels(self) -> int:
@@ -522,5 +524,5 @@ def data_for_model(loaded: LoadedModel, dataset):
         with_input_shape(loaded, ",".join(str(s) for s in dataset.input_shape))
     check_model_fits_data(info, dataset)
     if info.mean is not None and info.std is not None:
-        return dataset.with_normalization(info.mean, info.std)
+        return dataset.with_normalization(info.mean, info.std, info.normalization_source)
     return dataset

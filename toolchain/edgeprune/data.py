@@ -90,9 +90,7 @@ class Dataset:
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         """uint8 NCHW -> float32 NCHW, exactly the preprocessing used at inference."""
-        mean = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
-        std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
-        return ((x.astype(np.float32) / 255.0) - mean) / std
+        return normalize(x, self.mean, self.std)
 
     def batches(self, split: str, batch_size: int = 256, *, shuffle: bool = False,
                 augment: bool = False, seed: int = 0,
@@ -126,6 +124,31 @@ class Dataset:
             return s
         idx = _stratified_indices(s.y, n, seed)
         return Split(s.x[idx], s.y[idx])
+
+
+def normalize(x: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 NCHW -> float32 NCHW: x / 255, then (x - mean) / std per channel."""
+    mean = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
+    return ((x.astype(np.float32) / 255.0) - mean) / std
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """A normalisation without images: what int8 calibration on a ``calib:DIR`` folder of
+    unlabeled images takes when there is no ``--data`` (the model's mean/std)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str = "checkpoint"
+    spec: str = "calib"
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        return normalize(x, self.mean, self.std)
+
+    def with_normalization(self, mean, std, source: str = "calibration recipe") -> Normalization:
+        return replace(self, mean=tuple(float(m) for m in mean),
+                       std=tuple(float(s) for s in std), source=source)
 
 
 # ---------------------------------------------------------------- spec parsing

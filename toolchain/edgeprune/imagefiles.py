@@ -51,16 +51,18 @@ def _unreadable(path: Path, e: BaseException) -> EdgepruneError:
     return EdgepruneError(f"{path} is not a readable image ({line}); replace or delete it")
 
 
-def read_image(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """One image as uint8 (3, H, W) at ``size`` = (H, W)."""
+def read_image(path: Path, size: tuple[int, int], channels: int = 3) -> np.ndarray:
+    """One image as uint8 (C, H, W) at ``size`` = (H, W); C = 3 (RGB) or 1 (grayscale)."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")  # L, P, RGBA, CMYK, I;16: one channel layout for the model
+            # L, P, RGBA, CMYK, I;16: one channel layout for the model
+            im = im.convert("L" if channels == 1 else "RGB")
             if (im.height, im.width) != tuple(size):
                 im = _resize_crop(im, size)
-            return np.asarray(im, np.uint8).transpose(2, 0, 1).copy()
+            return np.asarray(im, np.uint8).reshape(im.height, im.width, -1) \
+                .transpose(2, 0, 1).copy()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise _unreadable(path, e) from None
 
@@ -82,28 +84,30 @@ class ImageFiles:
     dtype = np.dtype(np.uint8)
     ndim = 4
 
-    def __init__(self, paths: list[Path], size: tuple[int, int]):
+    def __init__(self, paths: list[Path], size: tuple[int, int], channels: int = 3):
         self.paths = list(paths)
         self.size = (int(size[0]), int(size[1]))
+        self.channels = 1 if channels == 1 else 3
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        return (len(self.paths), 3, *self.size)
+        return (len(self.paths), self.channels, *self.size)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index) -> ImageFiles:
         picked = np.arange(len(self.paths))[index]
-        return ImageFiles([self.paths[i] for i in np.atleast_1d(picked)], self.size)
+        return ImageFiles([self.paths[i] for i in np.atleast_1d(picked)], self.size,
+                          self.channels)
 
     def resized(self, size: tuple[int, int]) -> ImageFiles:
-        return ImageFiles(self.paths, size)
+        return ImageFiles(self.paths, size, self.channels)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = np.empty(self.shape, np.uint8)
         for i, p in enumerate(self.paths):
-            out[i] = read_image(p, self.size)
+            out[i] = read_image(p, self.size, self.channels)
         return out if dtype is None else out.astype(dtype)
 
     def astype(self, dtype) -> np.ndarray:
@@ -112,10 +116,34 @@ class ImageFiles:
     def fingerprint(self, h) -> None:
         """Feed the files' names and content to the hash ``h``, a file at a time."""
         h.update(str(self.size).encode())
+        if self.channels != 3:
+            h.update(b" grayscale")
         for p in self.paths:
             h.update(str(p).encode())
             with open(p, "rb") as f:
                 h.update(hashlib.sha256(f.read()).digest())
+
+
+def find_images(root: Path) -> tuple[list[Path], int]:
+    """Every image file under ``root``, flat or nested, sorted; and how many entries were
+    skipped. Hidden files and folders (``.DS_Store``, ``._x.jpg``, ``.git``) are skipped, and so
+    is every symlink that leads out of ``root`` (a symlinked folder is never entered), so the
+    files read are ``root``'s own whatever the names or links in it."""
+    base = Path(root).resolve()
+    extensions = image_extensions()
+    found, skipped = [], 0
+    for folder, dirs, files in os.walk(base, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            path = Path(folder) / name
+            if name.startswith(".") or path.suffix.lower() not in extensions:
+                continue
+            real = path.resolve()
+            if not real.is_relative_to(base) or not real.is_file():
+                skipped += 1
+                continue
+            found.append(path)
+    return sorted(found), skipped
 
 
 def workers() -> int:

@@ -14,13 +14,16 @@ import typer
 from rich.table import Table
 
 from edgeprune.cli import options as o
-from edgeprune.cli.app import command, console, err_console, make_progress
+from edgeprune.cli.app import command, console, err_console, make_progress, summary_table
 
 
 @command("build")
 def build_cmd(
     model: Path = typer.Argument(..., help="Trained model: an edgeprune checkpoint (.pt)."),
-    target: o.Target = None,
+    target: str = typer.Option(None, "--target", help="Device target: a name from targets/ "
+                               "(see `edgeprune targets`), or several separated by commas "
+                               "(A,B): prune once, export and profile per target into "
+                               "OUT/<target>/, and compare them in OUT/report.*."),
     target_file: o.TargetFile = None,
     data: o.Data = None,
     out: Path = typer.Option(None, "--out", help="Build directory to write [default: out]."),
@@ -46,8 +49,14 @@ def build_cmd(
     stable_fraction: o.StableFraction = None,
     calibration_method: o.CalibrationMethod = None,
     calibration_samples: o.CalibrationSamples = None,
+    calibration_data: o.CalibrationData = None,
+    mean: o.Mean = None,
+    std: o.Std = None,
     binary_epochs: o.BinaryEpochs = None,
     dla_core: o.DlaCore = None,
+    reuse_pruning: Path = typer.Option(None, "--reuse-pruning", help="An earlier build "
+                                       "directory of the same model, data and pruning options: "
+                                       "take its pruned checkpoint instead of pruning again."),
     trust_model: o.TrustModel = False,
     arch: o.Arch = None,
     num_classes: o.NumClasses = None,
@@ -61,7 +70,7 @@ def build_cmd(
     file = load_config_file(config) if config else {}
     cli = {"target": target, "target_file": target_file, "data": data, "out": out,
            "precision": precision, "method": method, "allow_emulated": allow_emulated,
-           "seed": seed, "measure_host": measure_host, "fps": fps}
+           "seed": seed, "measure_host": measure_host, "fps": fps, "mean": mean, "std": std}
     o.given(seed=seed, fps=fps)
     opts = {k: file[k] for k in FILE_KEYS if k in file}
     if cli["target"] or cli["target_file"]:  # the command line's target replaces the file's
@@ -76,15 +85,20 @@ def build_cmd(
         max_error_increase=o.epsilon(max_error_increase))}
     quantize = {**file.get("quantize", {}), **o.given(
         calibration_method=calibration_method, calibration_samples=calibration_samples,
-        binary_epochs=binary_epochs)}
+        calibration_data=calibration_data, binary_epochs=binary_epochs)}
     engine = {**file.get("engine", {}), **o.given(dla_core=dla_core)}
     cfg = BuildConfig(**{"target": None, **opts}, model=model, prune=prune, quantize=quantize,
                       engine=engine, trust_model=trust_model,
-                      **o.given(arch=arch, num_classes=num_classes, input_size=input_size))
+                      **o.given(arch=arch, num_classes=num_classes, input_size=input_size,
+                                reuse_pruning=reuse_pruning))
     if isinstance(cfg.out, str):
         cfg.out = Path(cfg.out)
     if isinstance(cfg.target_file, str):
         cfg.target_file = Path(cfg.target_file)
+    from edgeprune.multitarget import is_multi
+
+    if is_multi(cfg.target):
+        return _build_targets(cfg, resume)
     with make_progress(transient=True) as progress:
         overall = progress.add_task("build", total=len(STAGES), info="")
 
@@ -122,3 +136,28 @@ def _summary(state, out: Path) -> None:
     console.print(f"precision {load.precision}: {load.resolution.reason}", highlight=False)
     err_console.print(f"build directory: {out}")
     console.print(f"report: {Path(out) / 'report.html'}")
+
+
+def _build_targets(cfg, resume: bool) -> None:
+    """``--target A,B``: one build per target (pruned once), then the merged comparison."""
+    from edgeprune.api import build_targets
+    from edgeprune.build import STAGES
+    from edgeprune.multitarget import split_targets
+
+    names = split_targets(cfg.target)  # before the progress bars start
+    with make_progress(transient=True) as progress:
+        overall = progress.add_task("build", total=len(STAGES) * len(names), info="")
+
+        def log(message: str) -> None:
+            progress.console.print(message, highlight=False)
+            progress.update(overall, info=message.split(":")[0][:40])
+
+        result = build_targets(cfg, resume=resume, on_log=log, progress=progress,
+                               on_stage=lambda name: progress.advance(overall))
+    console.print(summary_table(result.report))
+    for name, state in result.states.items():
+        load = state.results["load"]
+        console.print(f"{name}: precision {load.precision}: {load.resolution.reason}",
+                      highlight=False)
+    err_console.print(f"build directories: {', '.join(str(cfg.out / n) for n in names)}")
+    console.print(f"comparison: {Path(cfg.out) / 'report.html'}")

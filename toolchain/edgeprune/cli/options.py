@@ -46,6 +46,16 @@ CalibrationSamples = Annotated[int | None, typer.Option(
                                   "recipe's).")]
 CalibrationMethod = Annotated[str | None, typer.Option(
     "--calibration-method", help="minmax, entropy or percentile (default: the recipe's).")]
+CalibrationData = Annotated[str | None, typer.Option(
+    "--calibration-data", help="int8: calibrate on calib:DIR, a folder of unlabeled images "
+                               "(any format Pillow reads, flat or nested), resized to the "
+                               "model's input, instead of --data's train split.")]
+Mean = Annotated[str | None, typer.Option(
+    "--mean", help="Input mean per channel, e.g. 0.485,0.456,0.406, for a model file that "
+                   "stores no normalization (with --std; values that differ from the file's "
+                   "are refused).")]
+Std = Annotated[str | None, typer.Option(
+    "--std", help="Input std per channel, e.g. 0.229,0.224,0.225 (with --mean).")]
 BinaryEpochs = Annotated[int | None, typer.Option(
     "--binary-epochs", help="STE fine-tuning epochs for binary weights [default: 5].")]
 SharedBits = Annotated[int | None, typer.Option(

@@ -28,6 +28,8 @@ def profile_cmd(
                               "dynamic batch dimension)."),
     no_host: bool = typer.Option(False, "--no-host", help="Skip the host latency measurement."),
     trust_model: o.TrustModel = False,
+    mean: o.Mean = None,
+    std: o.Std = None,
     trtexec_dir: Path = typer.Option(None, "--trtexec-dir", help="With a build directory: read "
                                      "the files build_engine.sh's trtexec wrote on the device."),
     no_accuracy: bool = typer.Option(False, "--no-accuracy", help="With a build directory and "
@@ -49,7 +51,8 @@ def profile_cmd(
     report = run_profile(ProfileConfig(artifact=artifact, target=target, target_file=target_file,
                                        data=data, out=out,
                                        engine=engine, precision=precision, batch=batch,
-                                       measure_host=not no_host, trust_model=trust_model),
+                                       measure_host=not no_host, trust_model=trust_model,
+                                       mean=mean, std=std),
                          log=console.print)
     console.print(summary_table(report))
     v = report["variants"][0]

@@ -75,6 +75,8 @@ def prune_cmd(
                                 "in OUT/stages (same model and options)."),
     device: str = typer.Option(None, "--device", help="torch device for fine-tuning."),
     trust_model: o.TrustModel = False,
+    mean: o.Mean = None,
+    std: o.Std = None,
     arch: o.Arch = None,
     num_classes: o.NumClasses = None,
     input_size: o.InputSize = None,
@@ -100,7 +102,7 @@ def prune_cmd(
     ) | {"resume": resume}, "")
     config.validate()  # before loading anything, so bad options fail fast
     loaded = api.load(model, trust_model=trust_model, arch=arch, num_classes=num_classes,
-                      input_size=input_size)
+                      input_size=input_size, mean=mean, std=std)
     ds = api.load_data(data, loaded)
     with make_progress() as progress:
         result = api.prune_model(loaded, ds, out, config, progress=progress)

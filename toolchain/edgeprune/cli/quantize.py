@@ -20,7 +20,8 @@ def quantize_cmd(
     precision: str = typer.Option(..., "--precision", help="fp16, int8, binary, shared, fp32 or "
                                   "auto (the fastest by the target's latency estimate)."),
     data: str = typer.Option(None, "--data", help="Data spec (cifar10:DIR, npz:FILE, "
-                             "imagefolder:DIR, digits): int8 calibrates on its train split, "
+                             "imagefolder:DIR, digits): int8 calibrates on its train split "
+                             "(or on --calibration-data calib:DIR), "
                              "binary fine-tunes on it, accuracy uses its test split."),
     out: Path = typer.Option(..., "--out", help="Output folder (quantize.json is merged)."),
     target: o.Target = None,
@@ -28,6 +29,9 @@ def quantize_cmd(
     allow_emulated: o.AllowEmulated = None,
     calibration_samples: o.CalibrationSamples = None,
     calibration_method: o.CalibrationMethod = None,
+    calibration_data: o.CalibrationData = None,
+    mean: o.Mean = None,
+    std: o.Std = None,
     percentile: float = typer.Option(None, "--percentile", help="Percentile for "
                                      "--calibration-method percentile, e.g. 99.99."),
     recipe: str = typer.Option(None, "--recipe", help="Calibration recipe name or .toml path "
@@ -55,7 +59,8 @@ def quantize_cmd(
 
     quantize = o.given(calibration_samples=calibration_samples,
                        calibration_method=calibration_method, percentile=percentile,
-                       recipe=recipe, int8_flavour=int8_flavour, binary_epochs=binary_epochs,
+                       calibration_data=calibration_data, recipe=recipe,
+                       int8_flavour=int8_flavour, binary_epochs=binary_epochs,
                        binary_lr=binary_lr, binary_activations=binary_activations,
                        shared_bits=shared_bits, shared_epochs=shared_epochs)
     quantize.update(binary_skip_first=not binarize_first,
@@ -66,6 +71,7 @@ def quantize_cmd(
                                 target_file=target_file, data=data, config=quantize,
                                 trust_model=trust_model, progress=progress, arch=arch,
                                 num_classes=num_classes, input_size=input_size,
+                                mean=mean, std=std,
                                 **o.given(seed=seed, allow_emulated=allow_emulated))
     _print(result.state, out)
 

@@ -52,21 +52,24 @@ def evaluate_cmd(
     split: str = typer.Option("test", "--split", help="train, val or test."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
     trust_model: o.TrustModel = False,
+    mean: o.Mean = None,
+    std: o.Std = None,
     arch: o.Arch = None,
     num_classes: o.NumClasses = None,
     input_size: o.InputSize = None,
 ) -> None:
     """Top-1 accuracy and cross-entropy loss of a model on a data split."""
-    from edgeprune.checkpoint import arch_spec, data_for_model, load_model
-    from edgeprune.data import load_dataset
+    from edgeprune import api
     from edgeprune.train import evaluate
 
-    spec = arch_spec(arch, num_classes, input_size)
-    loaded = load_model(model, trust_model=trust_model, arch=spec)
-    ds = data_for_model(loaded, load_dataset(data))
+    loaded = api.load(model, trust_model=trust_model, arch=arch, num_classes=num_classes,
+                      input_size=input_size, mean=mean, std=std)
+    ds = api.load_data(data, loaded)
     r = evaluate(loaded.model, ds, split)
+    source = ds.extra.get("normalization_source")
     if as_json:
         console.print_json(json.dumps({"accuracy": r.accuracy, "loss": r.loss, "n": r.n,
-                                       "split": split}))
+                                       "split": split, "normalization": source}))
     else:
-        console.print(f"{split}: accuracy {r.accuracy:.2%}, loss {r.loss:.4f}, n={r.n}")
+        console.print(f"{split}: accuracy {r.accuracy:.2%}, loss {r.loss:.4f}, n={r.n} "
+                      f"(normalization: {source})")

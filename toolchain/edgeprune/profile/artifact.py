@@ -28,15 +28,20 @@ class ProfileConfig:
     measure_host: bool = True
     trust_model: bool = False
     target_file: Path | None = None
+    mean: str | list[float] | None = None  # --mean/--std: a model that stores no normalization
+    std: str | list[float] | None = None
 
 
 def run_profile(cfg: ProfileConfig, log=print) -> dict:
     """Profile ``cfg.artifact`` for ``cfg.target``; write report.{json,md,html}; return it."""
     import json
 
+    from edgeprune import normalization
     from edgeprune.build import BuildConfig, BuildDir, run_build
     from edgeprune.config import check_range
 
+    mean, std = normalization.parse(cfg.mean, "--mean"), normalization.parse(cfg.std, "--std")
+    normalization.check(mean, std)
     artifact = Path(cfg.artifact)
     check_range("batch", cfg.batch)
     if cfg.precision is not None:
@@ -49,13 +54,13 @@ def run_profile(cfg: ProfileConfig, log=print) -> dict:
     build = BuildConfig(target=cfg.target, target_file=cfg.target_file, model=artifact,
                         data=None if is_onnx else cfg.data, out=cfg.out, precision=precision,
                         method="none", measure_host=cfg.measure_host,
-                        trust_model=cfg.trust_model)
+                        trust_model=cfg.trust_model, mean=mean, std=std)
     describe = {"name": artifact.stem, "precision": precision, "batch": cfg.batch,
                 "onnx": str(artifact.resolve())}
     if cfg.engine:
         describe["engine_profile"] = _engine_profile(cfg.engine, log)
     if is_onnx and cfg.data:
-        describe["accuracy"] = _accuracy(artifact, cfg.data, log)
+        describe["accuracy"] = _accuracy(artifact, cfg.data, log, mean, std)
     stages = ["profile", "report"] if is_onnx else ["load", "prune", "export", "profile",
                                                       "report"]
     run_build(build, log=log, stages=stages, describe=describe)
@@ -71,11 +76,16 @@ def _detect(onnx_path: Path) -> str:
     return detect_precision(read_onnx(onnx_path))
 
 
-def _accuracy(onnx_path: Path, spec: str, log) -> float:
+def _accuracy(onnx_path: Path, spec: str, log, mean=None, std=None) -> float:
+    """Test accuracy of an ONNX model, which stores no normalization: ``--mean/--std``, else
+    the data's own."""
     from edgeprune.data import load_dataset
     from edgeprune.export import onnx_accuracy
 
-    acc = onnx_accuracy(onnx_path, load_dataset(spec), "test")
+    data = load_dataset(spec)
+    if mean is not None:
+        data = data.with_normalization(mean, std, "--mean/--std")
+    acc = onnx_accuracy(onnx_path, data, "test")
     log(f"test accuracy under ONNX Runtime: {100 * acc:.2f}%")
     return acc
 

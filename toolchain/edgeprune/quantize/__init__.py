@@ -36,6 +36,7 @@ class QuantizeConfig:
     calibration_method: str | None = None  # minmax | entropy | percentile
     percentile: float | None = None
     recipe: str | None = None  # recipe name or .toml path; None = the data spec's kind
+    calibration_data: str | None = None  # calib:DIR (unlabeled images); None = --data's train
     int8_flavour: str = "auto"  # auto (from the target's runtime) | tensorrt | ort-cpu
     cache_algorithm: str = "EntropyCalibration2"  # header of the TensorRT calibration cache
     fp16_keep_io_types: bool = True
@@ -122,14 +123,14 @@ def _fp16(job: Job) -> dict:
 
 
 def _int8(job: Job) -> dict:
-    from edgeprune.quantize.calibration import CalibrationSource, write_trt_cache
+    from edgeprune.quantize.calibration import write_trt_cache
     from edgeprune.quantize.int8 import flavour_for, quantize_int8
 
     flavour = flavour_for(job.target, job.config.int8_flavour)
     recipe = _recipe(job)
-    source = CalibrationSource(job.data, recipe, batch_size=_model_batch(job.fp32_onnx),
-                               seed=job.config.seed)
-    advance = job.task(f"calibrate int8 ({recipe.method}, {len(source)} train images)",
+    source = _calibration_source(job, recipe)
+    advance = job.task(f"calibrate int8 ({recipe.method}, {len(source)} "
+                       f"{'unlabeled' if source.images is not None else 'train'} images)",
                        source.num_batches)
     path = job.stage / f"model.int8.{flavour.name}.onnx"
     out = quantize_int8(job.fp32_onnx, path, source, recipe, flavour, on_batch=advance,
@@ -143,13 +144,37 @@ def _int8(job: Job) -> dict:
             "tensorrt": ("explicit int8 from this QDQ model" if flavour.name == "tensorrt" else
                          "not for TensorRT: use the tensorrt flavour, or implicit int8 from the "
                          "fp32 ONNX with calibration.cache"),
-            "calibration": {**recipe.to_dict(), "source": "train split", "samples": len(source),
+            "calibration": {**recipe.to_dict(), "source": source.description,
+                            "samples": len(source),
                             "tensors": len(out.amax)},
             "calibration_cache": {"file": "calibration.cache", "algorithm_header":
                                   job.config.cache_algorithm,
                                   "tensorrt_version": trt_version or "8.2.1 (default)",
                                   "for": "implicit int8 calibration from the fp32 ONNX"},
             "accuracy": job.accuracy(path)}
+
+
+def _calibration_source(job: Job, recipe):
+    """The train split of the data, or the images of ``calibration_data`` (calib:DIR), resized
+    to the model's input and normalised as the model takes them."""
+    from edgeprune.quantize.calibration import CalibrationImages, CalibrationSource
+
+    batch = _model_batch(job.fp32_onnx)
+    spec = job.config.calibration_data
+    if not spec:
+        return CalibrationSource(job.data, recipe, batch_size=batch, seed=job.config.seed)
+    info = job.loaded.info
+    norm = job.data
+    if norm is None:
+        from edgeprune.data import Normalization
+
+        if info.mean is None or info.std is None:
+            raise EdgepruneError(f"calibration on {spec} needs the model's normalization: the "
+                                 "model file stores none, so pass --mean and --std (or --data "
+                                 "to take the data set's)")
+        norm = Normalization(info.mean, info.std, info.normalization_source)
+    images = CalibrationImages.load(spec, info.input_shape, recipe.samples, job.config.seed)
+    return CalibrationSource(norm, recipe, batch_size=batch, seed=job.config.seed, images=images)
 
 
 def _binary(job: Job) -> dict:
@@ -230,7 +255,8 @@ def quantize_model(loaded, fp32_onnx: Path, data, precision: str, target, out_di
     from edgeprune.precision import get_precision
 
     precision = get_precision(precision).name
-    if data is None and get_precision(precision).needs_data:
+    if data is None and get_precision(precision).needs_data and not (
+            precision == "int8" and config.calibration_data):
         raise EdgepruneError(f"{precision} needs data (calibration or fine-tuning): pass --data "
                              "SPEC")
     if data is not None:
@@ -315,7 +341,8 @@ def _recipe(job: Job):
     from edgeprune.quantize.calibration import load_recipe
 
     c = job.config
-    return load_recipe(c.recipe or job.data.kind).with_overrides(
+    kind = job.data.kind if job.data is not None else "imagefolder"  # calib:DIR, no --data
+    return load_recipe(c.recipe or kind).with_overrides(
         samples=c.calibration_samples, method=c.calibration_method, percentile=c.percentile)
 
 

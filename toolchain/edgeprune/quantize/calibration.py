@@ -114,35 +114,119 @@ def load_recipe(name_or_path: str) -> CalibrationRecipe:
     return recipe
 
 
-class CalibrationSource:
-    """Calibration images from the TRAIN split: a stratified, seeded subset, normalised as at
-    inference, yielded as float32 NCHW batches. Iterating again yields the same batches."""
+# ---------------------------------------------------------------- calib:DIR
 
-    def __init__(self, data, recipe: CalibrationRecipe, *, batch_size: int = 1, seed: int = 0):
-        if recipe.input_size and tuple(recipe.input_size) != tuple(data.input_shape):
+
+CALIB_PREFIX = "calib:"
+
+
+def calibration_folder(spec: str) -> Path:
+    """The folder of a ``calib:DIR`` spec, checked to exist and hold images (one-line errors).
+    Run before any work, and again when the images are read."""
+    from edgeprune.imagefiles import find_images
+
+    if not spec.startswith(CALIB_PREFIX):
+        raise EdgepruneError(f"unknown calibration data {spec!r}; give calib:DIR (a folder of "
+                             "unlabeled images), or leave it out to calibrate on --data's "
+                             "train split")
+    arg = spec[len(CALIB_PREFIX):]
+    if not arg:
+        raise EdgepruneError(f"calibration data {spec!r} needs a folder, e.g. calib:./images")
+    root = Path(arg)
+    if not root.exists():
+        raise EdgepruneError(f"calibration data {spec!r}: {arg} does not exist")
+    if not root.is_dir():
+        raise EdgepruneError(f"calibration data {spec!r}: {arg} is not a folder; give a folder "
+                             "of images (flat or nested)")
+    files, skipped = find_images(root)
+    if not files:
+        links = f" ({skipped} link(s) leading out of it skipped)" if skipped else ""
+        raise EdgepruneError(f"calibration data {spec!r}: {arg} has no images (PNG, JPEG or "
+                             f"another format Pillow reads){links}; add some")
+    return root
+
+
+@dataclass(frozen=True)
+class CalibrationImages:
+    """Unlabeled images from a ``calib:DIR`` folder, as a model takes them: a seeded subset of
+    at most ``samples`` files, read and resized a batch at a time (names only are held)."""
+
+    spec: str
+    files: object  # ImageFiles
+    total: int     # images in the folder
+    skipped: int   # links leading out of the folder, not read
+
+    @classmethod
+    def load(cls, spec: str, input_shape, samples: int, seed: int = 0) -> CalibrationImages:
+        from edgeprune.imagefiles import ImageFiles, check_image, find_images
+
+        files, skipped = find_images(calibration_folder(spec))
+        rng = np.random.default_rng(seed)
+        picked = sorted(rng.choice(len(files), size=min(samples, len(files)), replace=False))
+        chosen = [files[i] for i in picked]
+        for f in chosen:  # a bad file is named now, before any calibration
+            check_image(f)
+        c, h, w = (int(v) for v in input_shape)
+        if c not in (1, 3):
+            raise EdgepruneError(f"calibration data {spec!r}: the model takes {c}-channel "
+                                 "inputs; image files give 1 (grayscale) or 3 (RGB)")
+        return cls(spec, ImageFiles(chosen, (h, w), c), len(files), skipped)
+
+    def describe(self) -> str:
+        return (f"{self.spec} ({len(self.files)} of {self.total} unlabeled images"
+                + (f"; {self.skipped} link(s) out of the folder skipped)" if self.skipped
+                   else ")"))
+
+
+class CalibrationSource:
+    """Calibration images, normalised as at inference and yielded as float32 NCHW batches:
+    a stratified, seeded subset of the TRAIN split of ``data``, or, with ``images``, the
+    unlabeled images of a ``calib:DIR`` folder (``data`` then only gives the normalisation:
+    anything with ``normalize``, ``mean`` and ``std``). Iterating again yields the same
+    batches."""
+
+    def __init__(self, data, recipe: CalibrationRecipe, *, batch_size: int = 1, seed: int = 0,
+                 images: CalibrationImages | None = None):
+        shape = tuple(images.files.shape[1:]) if images is not None else tuple(data.input_shape)
+        where = images.spec if images is not None else data.spec
+        if recipe.input_size and tuple(recipe.input_size) != shape:
             raise EdgepruneError(
                 f"calibration recipe {recipe.name!r} expects inputs {tuple(recipe.input_size)} "
-                f"but {data.spec} has {tuple(data.input_shape)}; fix input_size in the recipe")
+                f"but {where} has {shape}; fix input_size in the recipe")
         if recipe.mean is not None and recipe.std is not None:
             data = data.with_normalization(recipe.mean, recipe.std)
         self.data = data
         self.recipe = recipe
+        self.images = images
         self.batch_size = max(1, int(batch_size))
-        self.split = data.sample("train", recipe.samples, seed=seed)
-        if len(self.split) == 0:
-            raise EdgepruneError(f"the calibration set is empty: {data.spec} has no training "
+        self.split = None  # the train images picked (None: a calib:DIR folder's)
+        if images is not None:
+            self.x = images.files
+            self.description = images.describe()
+        else:
+            self.split = data.sample("train", recipe.samples, seed=seed)
+            self.x = self.split.x
+            self.description = "train split"
+        if len(self.x) == 0:
+            raise EdgepruneError(f"the calibration set is empty: {where} has no training "
                                  "images; give data with a train split")
 
     def __len__(self) -> int:
-        return len(self.split)
+        return len(self.x)
 
     @property
     def num_batches(self) -> int:
         return -(-len(self) // self.batch_size)
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        from edgeprune.imagefiles import ImageFiles, stream
+
+        if isinstance(self.x, ImageFiles):  # decoded a batch at a time, memory stays bounded
+            for x in stream(self.x, np.arange(len(self)), self.batch_size):
+                yield self.data.normalize(x)
+            return
         for start in range(0, len(self), self.batch_size):
-            yield self.data.normalize(self.split.x[start:start + self.batch_size])
+            yield self.data.normalize(self.x[start:start + self.batch_size])
 
 
 # ---------------------------------------------------------------- TensorRT calibration cache

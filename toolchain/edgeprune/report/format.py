@@ -158,6 +158,50 @@ def layers_section(v: dict) -> list[tuple]:
             + ([("p", f"…and {more} more layers in report.json.")] if more > 0 else []))
 
 
+def effects_section(report: dict) -> list[tuple]:
+    """Pruning's and quantization's effects told apart, per target: a build that prunes and
+    quantizes (fp16, int8) also profiles the original at that precision, so the four variants
+    original, original-P, pruned, pruned-P are compared pairwise."""
+    out = []
+    groups: dict[str, dict[str, dict]] = {}
+    for v in report["variants"]:
+        groups.setdefault(v.get("target", report["target"]["name"]), {})[v["name"]] = v
+    for target, vs in groups.items():
+        quantized = [n[len("pruned-"):] for n in vs if n.startswith("pruned-")
+                     and f"original-{n[len('pruned-'):]}" in vs]
+        if "original" not in vs or "pruned" not in vs or not quantized:
+            continue
+        p = quantized[0]
+        pairs = [("pruning (fp32)", "original", "pruned"),
+                 (f"quantization to {p} (unpruned)", "original", f"original-{p}"),
+                 (f"pruning (at {p})", f"original-{p}", f"pruned-{p}"),
+                 (f"both: pruning + {p}", "original", f"pruned-{p}")]
+        rows = [[label, f"{a} → {b}", _points(vs[a], vs[b]),
+                 _ratio(_est_ms(vs[a]), _est_ms(vs[b])),
+                 _ratio(vs[a]["weights_bytes"], vs[b]["weights_bytes"]),
+                 _ratio(vs[a]["energy_mj"]["total"], vs[b]["energy_mj"]["total"])]
+                for label, a, b in pairs]
+        where = f" ({target})" if len(groups) > 1 else ""
+        out += [("h", 2, f"Pruning vs quantization{where}"),
+                ("table", ["effect", "variants", "accuracy Δ (points)", "target est. ms ×",
+                           "weights ×", "est. energy ×"], rows)]
+    return out
+
+
+def _est_ms(v: dict) -> float | None:
+    return v["latency_ms"].get("target_estimated")
+
+
+def _points(a: dict, b: dict) -> str:
+    if a.get("accuracy") is None or b.get("accuracy") is None:
+        return "—"
+    return f"{100 * (b['accuracy'] - a['accuracy']):+.2f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "—" if not a or b is None else f"{b / a:.3f}"
+
+
 def precision_section(choice: dict | None) -> list[tuple]:
     """Why the build runs at its precision (decided once, against the target)."""
     if not choice or not isinstance(choice, dict) or not choice.get("precision"):
@@ -234,7 +278,17 @@ def normalization_section(model: dict | None) -> list[tuple]:
     fmt = lambda xs: ", ".join(f"{float(x):.4f}" for x in xs)  # noqa: E731
     return [("h", 2, "Input normalization"),
             ("p", f"mean ({fmt(norm['mean'])}), std ({fmt(norm.get('std') or [])}), from "
-                  f"{norm.get('source') or 'the checkpoint'}")]
+                  f"{normalization_origin(norm.get('source'))}")]
+
+
+def normalization_origin(source) -> str:
+    """Where the mean/std came from, in words (edgeprune.normalization)."""
+    if not source or source == "checkpoint":
+        return "the checkpoint (the model file stores them)"
+    if source == "--mean/--std":
+        return "--mean/--std (the model file stores none)"
+    return (f"{source} (the data's default: the model file stores none and no --mean/--std "
+            "was given)")
 
 
 def storage_section(q: dict | None) -> list[tuple]:
@@ -254,11 +308,11 @@ def storage_section(q: dict | None) -> list[tuple]:
 
 
 def sections(report: dict) -> list[tuple]:
-    """What follows the summary table: the precision's reason, the stored size (shared), the
-    input normalization, energy, pruning, what the device measured, the final variant's
-    layers."""
+    """What follows the summary table: the precision's reason, the stored size (shared),
+    pruning's and quantization's effects apart, the input normalization, energy, pruning, what
+    the device measured, the final variant's layers."""
     return (precision_section(report.get("precision_choice"))
-            + storage_section(report.get("quantization"))
+            + storage_section(report.get("quantization")) + effects_section(report)
             + normalization_section(report.get("model")) + energy_section(report)
             + pruning_section(report.get("pruning")) + device_section(report)
             + layers_section(final_variant(report)))
