@@ -220,13 +220,14 @@ def test_a_model_torch_export_refuses_is_a_warning(tmp_path, caplog):
 # ---------------------------------------------------------------- bad and hostile archives
 
 
-def _rewrite(src: Path, dst: Path, changes: dict[str, bytes]) -> Path:
+def _rewrite(src: Path, dst: Path, changes: dict[str, bytes],
+             compression: int = zipfile.ZIP_STORED) -> Path:
     """``src`` with entries (named below the root folder) replaced, or added, by ``changes``."""
     with zipfile.ZipFile(src) as z:
         root = z.namelist()[0].split("/", 1)[0]
         entries = {n.split("/", 1)[1]: z.read(n) for n in z.namelist()}
     entries.update(changes)
-    with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as z:
+    with zipfile.ZipFile(dst, "w", compression) as z:
         for name, data in entries.items():
             z.writestr(f"{root}/{name}", data)
     return dst
@@ -333,6 +334,9 @@ def test_broken_archives_are_one_clear_error(resnet20_pt2, tmp_path):
                       {"models/model.json": b'{"graph_module": 1}'})
     with pytest.raises(EdgepruneError, match="torch.export cannot load the program"):
         load_model(broken)
+    deflated = _rewrite(good, tmp_path / "deflated.pt2", {}, zipfile.ZIP_DEFLATED)
+    with pytest.raises(EdgepruneError, match="compressed entries"):
+        load_model(deflated)
     with pytest.raises(EdgepruneError, match="drop --arch"):
         from edgeprune.checkpoint import arch_spec
 

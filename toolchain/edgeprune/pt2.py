@@ -210,6 +210,10 @@ def _entries(path: Path, z: zipfile.ZipFile) -> dict[str, bytes]:
             n.split("/", 1)[1] == "archive_format" for n in names):
         raise EdgepruneError(f"{path} is a zip archive but not a torch.export archive (no "
                              "archive_format); write it with torch.export.save")
+    if any(i.compress_type != zipfile.ZIP_STORED for i in z.infolist()):
+        # torch.export.save stores every entry uncompressed; a compressed one could be a zip bomb
+        raise EdgepruneError(f"{path}: the archive has compressed entries, which "
+                             "torch.export.save never writes; re-save it with torch.export.save")
     files = {}
     for n in names:
         rel = n.split("/", 1)[1]
@@ -247,7 +251,10 @@ def _check_payloads(path: Path, raw: bytes, prefix: str) -> None:
 
 def _check_sample_inputs(path: Path, raw: bytes) -> None:
     """torch retries a failed weights-only load of the sample inputs with full unpickling; one
-    that the weights-only unpickler refuses is refused here, so torch never retries."""
+    that the weights-only unpickler refuses is refused here. One it accepts holds only the
+    globals that unpickler allows (tensors, storages, containers), so even torch's retry (say,
+    for a CUDA tensor on a machine without CUDA: we map to the CPU, torch does not) runs no code
+    beyond rebuilding them."""
     if not raw:
         return
     try:
