@@ -91,7 +91,8 @@ def load(path: str | Path, *, trust_model: bool = False, arch: str | None = None
          std: str | list[float] | None = None) -> LoadedModel:
     """A checkpoint, checked and in eval mode (``.model`` is the nn.Module, ``.info`` its
     architecture, input shape, normalization and class names). ``trust_model`` allows a pickled
-    nn.Module, whose unpickling can run code from the file. A plain state_dict needs ``arch``
+    nn.Module, whose unpickling can run code from the file. A torch.export archive (.pt2) loads
+    without unpickling (see :mod:`edgeprune.pt2`). A plain state_dict needs ``arch``
     (a zoo name or ``tv:<torchvision builder>``, see ``edgeprune models``), and may need
     ``num_classes`` and ``input_size`` ("C,H,W"). ``mean``/``std`` (one value per channel)
     normalize inputs of a model whose file stores no normalization; values that differ from
@@ -127,7 +128,8 @@ def prune_model(model: LoadedModel, data: Dataset, out: str | Path,
           config: PruneConfig | None = None, *,
           on_progress: Progress | None = None, progress=None) -> PruneResult:
     """Remove skip-units stage by stage (MSPIC by default), fine-tuning after each stage.
-    Writes ``out/pruned.pt``, ``mspic.json``, ``mspic.png`` and ``stages/``; the result holds
+    Writes ``out/pruned.pt`` (and ``pruned.pt2``, the same model as a torch.export archive),
+    ``mspic.json``, ``mspic.png`` and ``stages/``; the result holds
     the pruned model (``.loaded``), its file (``.path``) and a ``.summary``. ``progress``: any
     object with rich Progress's add_task/update/advance, instead of ``on_progress``."""
     from edgeprune.prune import PruneConfig

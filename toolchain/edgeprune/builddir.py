@@ -26,6 +26,7 @@ class BuildDir:
     STATE = "build-state.json"
     RECORD = "build.json"
     PRUNED = "pruned.pt"
+    PRUNED_PT2 = "pruned.pt2"  # the same model as a torch.export archive (edgeprune.pt2)
     MSPIC_JSON, MSPIC_PNG, STAGES = "mspic.json", "mspic.png", "stages"
     ORIGINAL_ONNX, MODEL_ONNX = "original.onnx", "model.onnx"
     QUANTIZE_JSON, CALIBRATION_CACHE = "quantize.json", "calibration.cache"
@@ -73,9 +74,10 @@ class BuildDir:
 
     def written_names(self) -> list[str]:
         """Every file and folder a build writes here (what a fresh build clears first)."""
-        return [self.STATE, self.RECORD, self.PRUNED, self.MSPIC_JSON, self.MSPIC_PNG,
-                self.STAGES, self.ORIGINAL_ONNX, self.MODEL_ONNX, self.QUANTIZE_JSON,
-                self.CALIBRATION_CACHE, self.ENGINE, self.ORIGINAL_QUANTIZED, self.TESTSET,
+        return [self.STATE, self.RECORD, self.PRUNED, self.PRUNED_PT2, self.MSPIC_JSON,
+                self.MSPIC_PNG, self.STAGES, self.ORIGINAL_ONNX, self.MODEL_ONNX,
+                self.QUANTIZE_JSON, self.CALIBRATION_CACHE, self.ENGINE, self.ORIGINAL_QUANTIZED,
+                self.TESTSET,
                 self.DEVICE, self.WORK,
                 *self.QUANTIZED, *self.REPORTS]
 

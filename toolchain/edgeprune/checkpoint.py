@@ -10,7 +10,9 @@ never runs code from the file::
 A pruned model is stored as data, timm-style: ``removed_units`` lists the original model's units
 that surgery removed, in order. Loading rebuilds the architecture, replays the removals, then
 loads the weights, so no original file is needed. A whole pickled ``nn.Module`` is accepted only
-with ``trust_model=True``, since unpickling can run arbitrary code.
+with ``trust_model=True``, since unpickling can run arbitrary code. A torch.export archive (.pt2)
+loads without unpickling and without the model's class (:mod:`edgeprune.pt2`); edgeprune writes
+one beside each pruned checkpoint.
 """
 
 from __future__ import annotations
@@ -123,6 +125,14 @@ def load_model(path: str | Path, *, trust_model: bool = False,
     one clear error here and never a traceback or a wrong result later."""
     path = Path(path)
     _check_model_file(path)
+    from edgeprune import pt2
+
+    if pt2.is_pt2(path):
+        if arch is not None:
+            raise EdgepruneError(f"{path} is a torch.export archive, which holds its own "
+                                 f"model, so --arch {arch.name} does not apply; drop --arch "
+                                 "(and --num-classes, --input-size)")
+        return _from_pt2(path)
     obj = _torch_load(path, trust_model)
     if arch is not None and not _is_bare_weights(obj):
         _refuse_arch(path, obj, arch)
@@ -145,6 +155,19 @@ def load_model(path: str | Path, *, trust_model: bool = False,
             "state_dict) nor a pickled nn.Module; save your model as such a checkpoint")
     loaded.model.eval()
     _check_finite(path, loaded.model)
+    return loaded
+
+
+def _from_pt2(path: Path) -> LoadedModel:
+    """A torch.export archive, screened so that loading it unpickles nothing (see
+    :mod:`edgeprune.pt2`), checked like a checkpoint: finite weights, runs on its shape."""
+    from edgeprune import pt2
+
+    loaded = pt2.load_pt2(path)
+    _check_finite(path, loaded.model)
+    if loaded.info.input_shape:
+        width = check_runs(path, loaded.model, loaded.info)
+        loaded.info.num_classes = loaded.info.num_classes or width
     return loaded
 
 

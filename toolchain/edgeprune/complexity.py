@@ -26,7 +26,13 @@ class Complexity:
 
 def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     """MACs of every Conv2d and Linear, by qualified name, for one sample of ``input_shape``
-    (C, H, W)."""
+    (C, H, W). A torch.export program's are counted on its ATen convolutions and linear maps."""
+    from edgeprune.pt2 import is_exported
+
+    if is_exported(model):
+        from edgeprune.pt2 import layer_macs as program_macs
+
+        return program_macs(model, input_shape)
     macs: dict[str, int] = {}
 
     def make(name: str):

@@ -81,12 +81,29 @@ def is_graph(model: nn.Module) -> bool:
 def prunable(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     """``model`` itself when its units are the zoo's blocks (the module-level fast path) or it
     is traced already, else a traced copy whose units are found on the graph. A model FX cannot
-    trace is a one-line error that suggests torch.export or ``--method none``."""
+    trace is a one-line error that suggests torch.export or ``--method none``; so is a
+    torch.export program (.pt2), whose ATen graph the unit finder does not read."""
+    refuse_exported(model)
     if is_graph(model) or list_units(model):
         return model
     from edgeprune.graphunits import trace
 
     return trace(model, tuple(input_shape))
+
+
+EXPORTED_NO_UNITS = (
+    "the model is a torch.export program (.pt2): its graph holds ATen operations, not the "
+    "layers edgeprune finds, gates and removes skip-units on; `edgeprune build --method none`, "
+    "quantize, export and profile take it as it is, or prune the original architecture (its "
+    ".pt checkpoint, or --arch NAME with its state_dict)")
+
+
+def refuse_exported(model: nn.Module) -> None:
+    """A one-line error for unit pruning of a torch.export program."""
+    if getattr(model, "edgeprune_exported", False):
+        from edgeprune.errors import EdgepruneError
+
+        raise EdgepruneError(EXPORTED_NO_UNITS)
 
 
 def list_units(model: nn.Module) -> list[SkipUnit]:

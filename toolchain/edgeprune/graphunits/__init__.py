@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from torch import fx
 
 from edgeprune.graphunits._graph import cleanup
-from edgeprune.graphunits.cost import node_macs, unit_complexity
+from edgeprune.graphunits.cost import branch_l1, node_macs, unit_complexity
 from edgeprune.graphunits.discover import (
     GraphUnit,
     Match,
@@ -38,7 +38,7 @@ from edgeprune.graphunits.gates import capture_branch_outputs, gated
 from edgeprune.graphunits.trace import propagate_shapes, register_leaf, trace
 
 __all__ = [
-    "GraphUnit", "Match", "UnitRule", "capture_branch_outputs", "find_unit", "gated",
+    "GraphUnit", "Match", "UnitRule", "branch_l1", "capture_branch_outputs", "find_unit", "gated",
     "list_units", "node_macs", "register_leaf", "register_unit_rule", "remove_units", "trace",
     "unit_complexity", "unit_rules",
 ]

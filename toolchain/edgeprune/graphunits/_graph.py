@@ -98,12 +98,16 @@ class ParamIndex:
 
     def owned(self, nodes: set[fx.Node]) -> int:
         """Parameters that leave the model with ``nodes``: theirs, less those others share."""
+        sizes = {i: size for n in nodes for i, size in self.held.get(n, {}).items()}
+        return sum(sizes[i] for i in self.owned_ids(nodes))
+
+    def owned_ids(self, nodes: set[fx.Node]) -> set[int]:
+        """The ids of the tensors that leave the model with ``nodes`` (held by no other node)."""
         count: dict[int, int] = {}
-        sizes: dict[int, int] = {}
         for n in nodes:
-            for i, size in self.held.get(n, {}).items():
-                count[i], sizes[i] = count.get(i, 0) + 1, size
-        return sum(sizes[i] for i, c in count.items() if c == self.holders[i])
+            for i in self.held.get(n, {}):
+                count[i] = count.get(i, 0) + 1
+        return {i for i, c in count.items() if c == self.holders[i]}
 
 
 def owned_params(gm: fx.GraphModule, nodes: set[fx.Node], index: ParamIndex | None = None) -> int:

@@ -13,7 +13,7 @@ import torch
 from torch import fx, nn
 
 from edgeprune.complexity import Complexity
-from edgeprune.graphunits._graph import ParamIndex
+from edgeprune.graphunits._graph import ParamIndex, tensors_of
 from edgeprune.graphunits.discover import GraphUnit, list_units, unit_rules
 
 
@@ -66,3 +66,13 @@ def unit_complexity(gm: fx.GraphModule, units: list[GraphUnit] | None = None) ->
         more_params, more_macs = unit_rules()[u.rule].extra_cost(gm, u, macs)
         out.append(Complexity(params + more_params, unit_macs + more_macs))
     return out
+
+
+@torch.no_grad()
+def branch_l1(gm: fx.GraphModule, unit: GraphUnit, index: ParamIndex | None = None) -> float:
+    """Sum of |w| over the parameters that leave the model with the unit's branch (those it
+    shares with the rest, such as a projection shortcut's, stay out), the graph form of
+    :func:`edgeprune.prune.methods.l1_norm`."""
+    index = index or ParamIndex(gm)
+    held = tensors_of(gm, unit.match.branch)
+    return sum(float(held[i].abs().sum()) for i in index.owned_ids(unit.match.branch))

@@ -50,8 +50,9 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> fx.GraphModule:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EdgepruneError(
             f"torch.fx cannot trace this model ({type(e).__name__}: {reason[:160]}), so its "
-            "skip-units cannot be found; save it with torch.export (a .pt2 archive) or run "
-            "with `--method none` to skip pruning") from None
+            "skip-units cannot be found; make its forward traceable (no Python control flow on "
+            "tensor values), or skip pruning: save it with torch.export (a .pt2 archive, which "
+            "needs no Python class) and run with `--method none`") from None
     gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
     gm.graph.eliminate_dead_code()  # unused tuple items (``x, _ = attn(...)``) would pin forks
     gm.recompile()

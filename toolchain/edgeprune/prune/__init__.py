@@ -3,7 +3,8 @@
     from edgeprune.prune import PruneConfig, prune_model
     result = prune_model(loaded, data, PruneConfig(stages=2), out_dir)
 
-writes ``out_dir/pruned.pt`` (a checkpoint listing ``removed_units``), ``mspic.json`` (every
+writes ``out_dir/pruned.pt`` (a checkpoint listing ``removed_units``), ``pruned.pt2`` (the same
+model as a torch.export archive, see :mod:`edgeprune.pt2`), ``mspic.json`` (every
 decision), ``mspic.png`` (MI per unit and stage, removed units marked) and ``stages/`` (one
 checkpoint per finished stage, for ``resume``).
 """

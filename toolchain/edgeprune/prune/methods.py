@@ -12,7 +12,8 @@ compare at equal compression.
 - ``random``: as many units as MSPIC would remove at this stage (or ``counts[t]``), at random.
 - ``cost``: as many units, those whose removal alone costs the least validation accuracy.
 - ``l1``: as many units, those with the smallest L1 norm of their removable weights (the
-  residual branch of a projection unit, the whole layer otherwise).
+  residual branch of a projection unit, the whole layer otherwise; on a traced graph, the
+  parameters that leave with the unit's branch).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch import nn
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.prune.policies import Policy, build_policies, policy_stability
-from edgeprune.units import PROJECTION, SkipUnit, gated
+from edgeprune.units import PROJECTION, SkipUnit, gated, is_graph
 
 
 @dataclass
@@ -178,7 +179,7 @@ def random_units(ctx: StageContext) -> Selection:
 @register_method("l1")
 def l1_units(ctx: StageContext) -> Selection:
     count, sel = _count(ctx)
-    norms = {u.index: l1_norm(u) for u in ctx.units}
+    norms = l1_norms(ctx.model, ctx.units)
     removed = sorted(sorted(norms, key=lambda i: (norms[i], i))[:count])
     out = _baseline(ctx, sel, removed)
     out.scores, out.score_kind = _by_name(ctx, norms), "l1"
@@ -196,6 +197,18 @@ def lowest_cost_units(ctx: StageContext) -> Selection:
     out = _baseline(ctx, sel, removed)
     out.scores, out.score_kind = _by_name(ctx, dict(enumerate(costs))), "gated val error"
     return out
+
+
+def l1_norms(model: nn.Module, units) -> dict[int, float]:
+    """Each unit's L1 norm by index: module-level units by :func:`l1_norm`, units of a traced
+    graph by the same sum over the parameters that leave with their branch."""
+    if is_graph(model):
+        from edgeprune.graphunits import branch_l1
+        from edgeprune.graphunits._graph import ParamIndex
+
+        index = ParamIndex(model)
+        return {u.index: branch_l1(model, u, index) for u in units}
+    return {u.index: l1_norm(u) for u in units}
 
 
 def l1_norm(unit: SkipUnit) -> float:

@@ -273,6 +273,9 @@ def prune_model_channels(loaded, data, config, out_dir, progress=None):
         start = loaded
     pruned, mint = prune_filters(start, data, config, out_dir, progress)
     path = save_checkpoint(out_dir / "pruned.pt", pruned.model, pruned.info)
+    from edgeprune.pt2 import write_beside
+
+    write_beside(path, pruned.model, pruned.info)
     first = units.record["stages"][0] if units else mint
     summary = {
         "method": config.method,

@@ -39,7 +39,7 @@ from edgeprune.prune.methods import StageContext, gated_val_error, get_method, l
 from edgeprune.prune.policies import CLUSTERINGS, KEEP_RULES, OBJECTIVES, every_k
 from edgeprune.surgery import remove_units
 from edgeprune.train import TrainConfig, evaluate, train
-from edgeprune.units import is_graph, list_units, prunable
+from edgeprune.units import list_units, prunable, refuse_exported
 
 TARGET_METRICS = ("units", "params", "macs")
 # What ε bounds: stage = the gated val error's increase over the stage's start; budget = its
@@ -209,6 +209,7 @@ def prune_model(loaded: LoadedModel, data: Dataset, config: PruneConfig, out_dir
     stages/ under ``out_dir``. ``data`` must be normalised as the model was trained
     (:func:`edgeprune.checkpoint.data_for_model`). The input model is not modified."""
     config.validate()
+    refuse_exported(loaded.model)
     if config.method in ("mint", "mspic+mint"):  # filters, not only units: edgeprune.prune.mint
         from edgeprune.prune.mint import prune_model_channels
 
@@ -224,9 +225,6 @@ def prune_model(loaded: LoadedModel, data: Dataset, config: PruneConfig, out_dir
     info.input_shape = shape
     # Any model that is not the zoo's is pruned as its traced graph (edgeprune.graphunits).
     loaded = LoadedModel(prunable(loaded.model, shape), loaded.info)
-    if config.method == "l1" and is_graph(loaded.model):
-        raise EdgepruneError(f"--method l1 needs the zoo's module-level units and {info.arch} is "
-                             "pruned on its traced graph; use --method mspic or random")
     original = _original_units(info, loaded)
     fingerprint = _fingerprint(loaded, data, config)
     model = copy.deepcopy(loaded.model).cpu().eval()
@@ -491,6 +489,9 @@ def _finish(model, info, records, original, start, start_units, config, out_dir)
     if not distributed.is_main():  # the other ranks hold the same model and write nothing
         return PruneResult(LoadedModel(model.eval(), info), {}, {}, out_dir / "pruned.pt")
     pruned_path = save_checkpoint(out_dir / "pruned.pt", model, info)
+    from edgeprune.pt2 import write_beside
+
+    write_beside(pruned_path, model, info)  # pruned.pt2: loads without the class or unpickling
     last = records[-1]
     acc_before = 1 - records[0]["val_error_start"]
     acc_after = 1 - last["val_error_finetuned"]

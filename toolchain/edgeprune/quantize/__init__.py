@@ -192,8 +192,11 @@ def _binary(job: Job) -> dict:
     names = B.binarizable_layers(model, skip_first=cfg.binary_skip_first,
                                  skip_classifier=cfg.binary_skip_classifier)
     if not names:
+        from edgeprune.pt2 import no_layers_hint
+
         raise EdgepruneError("the model has no Conv/Linear layer to binarize (besides the first "
-                             "conv and the classifier, which stay float); use fp16 or int8")
+                             "conv and the classifier, which stay float)"
+                             f"{no_layers_hint(model)}; use fp16 or int8")
     B.binarize_model(model, names, activations=cfg.binary_activations)
     before = evaluate(model, job.data, cfg.eval_split).accuracy
     losses = train(model, job.data, TrainConfig(

@@ -31,8 +31,10 @@ def make_shared(job) -> dict:
     model = copy.deepcopy(job.loaded.model).cpu()
     names = S.shareable_layers(model)
     if not names:
-        raise EdgepruneError("the model has no Conv/Linear layer whose weights can be shared; "
-                             "use fp16 or int8")
+        from edgeprune.pt2 import no_layers_hint
+
+        raise EdgepruneError("the model has no Conv/Linear layer whose weights can be shared"
+                             f"{no_layers_hint(model)}; use fp16 or int8")
     before_share = evaluate(model, job.data, cfg.eval_split).accuracy
     S.share_weights(model, cfg.shared_bits, names)
     before = evaluate(model, job.data, cfg.eval_split).accuracy
