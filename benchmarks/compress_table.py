@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from criteria import CACHE, data_tag, trained  # noqa: E402
+from criteria import CACHE, data_tag, trained
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -40,6 +40,16 @@ def measure(loaded, data, path: Path | None) -> dict:
     return {"units": len(list_units(loaded.model)), "params": c.params, "macs": c.macs,
             "bytes": path.stat().st_size if path else None,
             "test_acc": evaluate(loaded.model, data, "test").accuracy}
+
+
+def filters(start, data, cfg, out: Path) -> dict:
+    """One MINT pass on ``start``, saved to out/pruned.pt, measured."""
+    from edgeprune.checkpoint import save_checkpoint
+    from edgeprune.prune.mint import prune_filters
+
+    pruned, mint = prune_filters(start, data, cfg, out)
+    path = save_checkpoint(out / "pruned.pt", pruned.model, pruned.info)
+    return {**measure(pruned, data, path), "channels_removed": mint["channels_removed"]}
 
 
 def deep_compression(model_path: Path, spec: str, out: Path, args) -> dict:
@@ -69,9 +79,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
 
     from edgeprune.api import prune_model
-    from edgeprune.checkpoint import save_checkpoint
     from edgeprune.prune import PruneConfig
-    from edgeprune.prune.mint import prune_filters
 
     tag = f"{args.arch}_{data_tag(args.data)}_s{args.seed}_e{args.epochs}_ft{args.finetune_epochs}"
     work = CACHE / "compress" / tag
@@ -118,18 +126,10 @@ def main(argv=None) -> None:
             row["removed_units"] = res.summary["removed_units"]
             record("mspic", row, t0)
         t0 = time.perf_counter()
-        both, mint = prune_filters(res.loaded, data, cfg, work / "mspic+mint")
-        path = save_checkpoint(work / "mspic+mint" / "pruned.pt", both.model, both.info)
-        row = measure(both, data, path)
-        row["channels_removed"] = mint["channels_removed"]
-        record("mspic+mint", row, t0)
+        record("mspic+mint", filters(res.loaded, data, cfg, work / "mspic+mint"), t0)
     if "mint" not in done:
         t0 = time.perf_counter()
-        pruned, mint = prune_filters(loaded, data, replace(cfg, method="mint"), work / "mint")
-        path = save_checkpoint(work / "mint" / "pruned.pt", pruned.model, pruned.info)
-        row = measure(pruned, data, path)
-        row["channels_removed"] = mint["channels_removed"]
-        record("mint", row, t0)
+        record("mint", filters(loaded, data, replace(cfg, method="mint"), work / "mint"), t0)
     if "deep-compression" not in done:
         t0 = time.perf_counter()
         row = measure(loaded, data, original_path)
@@ -158,8 +158,8 @@ def print_table(done: dict, args) -> None:
     print("| variant | units | params | MACs | checkpoint bytes | packed bytes | "
           "test acc. |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name in ("original", "original-finetuned", "mspic", "mint", "mspic+mint", "deep-compression",
-                 "mspic+mint+dc"):
+    for name in ("original", "original-finetuned", "mspic", "mint", "mspic+mint",
+                 "deep-compression", "mspic+mint+dc"):
         r = done.get(name)
         if r is None:
             continue

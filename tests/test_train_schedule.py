@@ -1,7 +1,8 @@
 """The training schedule: cosine decay, with an optional linear warm-up from lr/10."""
 
-import torch
+from itertools import pairwise
 
+import torch
 from edgeprune.train import TrainConfig, _schedule
 
 
@@ -19,13 +20,13 @@ def _lrs(config: TrainConfig, n_batches: int) -> list[float]:
 def test_no_warmup_is_plain_cosine():
     lrs = _lrs(TrainConfig(epochs=2, lr=0.1), 10)
     assert lrs[0] == 0.1
-    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert all(a >= b for a, b in pairwise(lrs))
 
 
 def test_warmup_rises_linearly_from_a_tenth_then_decays():
     lrs = _lrs(TrainConfig(epochs=4, lr=0.1, warmup_epochs=1), 10)
     assert abs(lrs[0] - 0.01) < 1e-12
-    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))  # rising over the first epoch
+    assert all(a < b for a, b in pairwise(lrs[:11]))  # rising over the first epoch
     assert abs(max(lrs) - 0.1) < 1e-12 and lrs.index(max(lrs)) == 10
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # cosine after it
+    assert all(a >= b for a, b in pairwise(lrs[10:]))  # cosine after it
     assert lrs[-1] < 0.01
