@@ -140,6 +140,8 @@ def prune_model(model: LoadedModel, data: Dataset, out: str | Path,
     result = _prune(model, data, config, Path(out),
                          progress=progress or CallbackProgress(on_progress))
     s = result.summary
+    if not s:  # under torchrun only rank 0 writes and summarises
+        return result
     _log(f"pruned with {s['method']}: {s['units_before']} → {s['units_after']} units, "
          f"{s['params_before']:,} → {s['params_after']:,} params")
     return result
