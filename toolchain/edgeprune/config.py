@@ -20,6 +20,7 @@ RANGES: dict[str, tuple] = {
     "seed": (0, None, True, True),
     "fps": (0, None, False, True),
     "epochs": (1, None, True, True),
+    "warmup_epochs": (0, None, True, True),
     "stages": (1, None, True, True),
     "finetune_epochs": (0, None, True, True),
     "binary_epochs": (0, None, True, True),

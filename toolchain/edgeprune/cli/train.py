@@ -22,7 +22,7 @@ def train_cmd(
     batch_size: int = typer.Option(None, "--batch-size", help="Mini-batch size [default: 128]."),
     lr: float = typer.Option(None, "--lr", help="Initial learning rate, cosine schedule to 0 "
                              "[default: 0.1]."),
-    warmup_epochs: int = typer.Option(None, "--warmup-epochs", min=0,
+    warmup_epochs: int = typer.Option(None, "--warmup-epochs",
                                       help="Linear warm-up from lr/10 over this many epochs "
                                       "before the cosine decay; deep nets such as resnet56 "
                                       "need 1–2 at lr 0.1 [default: 0]."),
