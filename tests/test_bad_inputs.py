@@ -522,6 +522,64 @@ CORE_INPUTS = [
 BAD_INPUTS += CORE_INPUTS
 
 
+# ---------------------------------------------------------------- archives, folders, options
+# (.pt2 archives, calib:DIR, --mean/--std, target lists, --reuse-pruning, --objective latency)
+
+
+def calib(make_dir):
+    """int8 quantize of a digits checkpoint, calibrated on calib:<the folder make_dir makes>."""
+    def build(tmp):
+        return ["quantize", save_model(tmp), "--precision", "int8", "--data", "digits",
+                "--calibration-data", f"calib:{make_dir(tmp)}", "--out", out(tmp)]
+    return build
+
+
+def _empty_dir(tmp: Path) -> Path:
+    (tmp / "empty").mkdir()
+    return tmp / "empty"
+
+
+def with_mean_std(mean: str, std: str, checkpoint_norm=None):
+    """``evaluate`` of a digits checkpoint (normalization ``checkpoint_norm``; None: none)."""
+    def build(tmp):
+        return ["evaluate", save_model(tmp, normalization=checkpoint_norm), "--data", "digits",
+                "--mean", mean, "--std", std]
+    return build
+
+
+NEW_INPUTS = [
+    pytest.param(raw_model(b"hello, I am text\n", name="model.pt2"), "not a PyTorch model file",
+                 id="pt2-text"),
+    pytest.param(lambda tmp: model_args("export", save_model(tmp, name="model.pt2"), tmp),
+                 "not a torch.export archive", id="pt2-is-a-torch-save-zip"),
+    pytest.param(calib(lambda tmp: tmp / "missing"), "does not exist", id="calib-dir-missing"),
+    pytest.param(calib(_empty_dir), "has no images", id="calib-dir-empty", marks=slow),
+    pytest.param(lambda tmp: ["quantize", save_model(tmp), "--precision", "int8", "--data",
+                              "digits", "--calibration-data", tmp, "--out", out(tmp)],
+                 "give calib:DIR", id="calib-spec-without-prefix", marks=slow),
+    pytest.param(with_mean_std("0.9", "0.9", {"mean": [0.3], "std": [0.4]}),
+                 "leave --mean/--std out", id="mean-std-differs-from-checkpoint"),
+    pytest.param(with_mean_std("a", "0.2"), "numbers separated by commas",
+                 id="mean-not-a-number", marks=slow),
+    pytest.param(with_mean_std("0.5,0.5", "0.2"), "--mean has 2 values but --std has 1",
+                 id="mean-std-counts-differ", marks=slow),
+    pytest.param(build_with("--target", "host-cpu,jetson-nope", "--data", "digits"),
+                 "unknown target 'jetson-nope'", id="target-list-unknown"),
+    pytest.param(build_with("--target", "host-cpu,host-cpu", "--data", "digits"),
+                 "names host-cpu twice", id="target-list-repeated", marks=slow),
+    pytest.param(lambda tmp: build_with("--target", "host-cpu", "--data", "digits",
+                                        "--reuse-pruning", tmp)(tmp),
+                 "no build-state.json there", id="reuse-pruning-not-a-build", marks=slow),
+    pytest.param(cmd_with_model("prune", "--data", "digits", "--objective", "latency"),
+                 "--objective latency needs", id="objective-latency-without-target"),
+    pytest.param(cmd_with_model("prune", "--data", "digits", "--stable-clusters", "-2"),
+                 "stable clusters must be", id="stable-clusters-negative", marks=slow),
+    pytest.param(lambda tmp: [*train_on("digits", tmp), "--warmup-epochs", "-1"],
+                 "--warmup-epochs must be at least 0, got -1", id="train-warmup-negative"),
+]
+BAD_INPUTS += NEW_INPUTS
+
+
 # ---------------------------------------------------------------- the test
 
 
