@@ -29,7 +29,7 @@ from torch import nn
 
 from edgeprune import __version__
 from edgeprune.atomic import atomic_path
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import EdgepruneError, first_line
 from edgeprune.models import create_model
 
 
@@ -207,19 +207,14 @@ def _torch_load(path: Path, trust_model: bool):
         # "Unsupported global"; anything else it cannot parse is a broken file.
         if "Unsupported global" in str(e):
             raise EdgepruneError(_PICKLED_MODULE.format(path=path)) from None
-        raise EdgepruneError(f"{path} is corrupt or truncated ({_first_line(e)}); "
+        raise EdgepruneError(f"{path} is corrupt or truncated ({first_line(e)}); "
                              "re-save or re-download it") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError,
             AttributeError, ModuleNotFoundError, IndexError, TypeError, ImportError,
             MemoryError, OverflowError) as e:
         # The unpickler of a damaged file fails in many ways; all mean the same to the user.
-        raise EdgepruneError(f"{path} is corrupt or truncated ({_first_line(e)}); "
+        raise EdgepruneError(f"{path} is corrupt or truncated ({first_line(e)}); "
                              "re-save or re-download it") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:160] if text else type(e).__name__
 
 
 def _from_checkpoint(path: Path, ckpt: dict) -> LoadedModel:
@@ -425,7 +420,7 @@ def _load_weights(path: Path, model: nn.Module, state: Mapping, arch: str) -> No
         model.load_state_dict(state)
     except RuntimeError as e:
         raise EdgepruneError(f"checkpoint {path}: weights do not fit architecture {arch!r} "
-                             f"({_first_line(e)})") from None
+                             f"({first_line(e)})") from None
 
 
 def _check_finite(path: Path, model: nn.Module) -> None:
@@ -447,7 +442,7 @@ def check_runs(path, model: nn.Module, info: ModelInfo) -> int:
             out = model.eval()(torch.zeros(1, *info.input_shape))
     except (RuntimeError, ValueError, TypeError, IndexError) as e:
         raise EdgepruneError(f"{path}: the model cannot take input of shape "
-                             f"{tuple(info.input_shape)} ({_first_line(e)[:120]})") from None
+                             f"{tuple(info.input_shape)} ({first_line(e)[:120]})") from None
     if not torch.is_tensor(out) or out.ndim != 2:
         raise EdgepruneError(f"{path}: the model's output has shape "
                              f"{tuple(getattr(out, 'shape', ()))}; edgeprune takes classifiers "

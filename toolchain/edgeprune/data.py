@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import EdgepruneError, first_line
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -343,7 +343,7 @@ def _load_npz(arg: str) -> Loaded:
                                      "x_train, y_train, x_test, y_test")
             arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise EdgepruneError(f"{where} is not a readable .npz file ({_first_line(e)})") from None
+        raise EdgepruneError(f"{where} is not a readable .npz file ({first_line(e)})") from None
     for k in ("x_train", "x_test"):
         if arrays[k].dtype != np.uint8:
             raise EdgepruneError(f"{where}: {k} must be uint8 images (0..255), got "
@@ -357,11 +357,6 @@ def _load_npz(arg: str) -> Loaded:
     is_cifar = train.x.shape[1:] == (3, 32, 32) and k == 10
     names = CIFAR10_CLASSES if is_cifar else [str(i) for i in range(k)]
     return train, test, names, (CIFAR10_MEAN, CIFAR10_STD) if is_cifar else None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:160] if text else type(e).__name__
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -383,7 +378,7 @@ def _read_batch(path: Path) -> dict:
             d = _ArrayUnpickler(f, encoding="bytes").load()
     except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError,
             KeyError, AttributeError) as e:
-        raise EdgepruneError(f"cannot read CIFAR batch {path} ({_first_line(e)})") from None
+        raise EdgepruneError(f"cannot read CIFAR batch {path} ({first_line(e)})") from None
     if not isinstance(d, dict):
         raise EdgepruneError(f"CIFAR batch {path} holds a {type(d).__name__}, not the dict "
                              "with data and labels that the CIFAR-10 python batches hold")

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from edgeprune import __version__
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import EdgepruneError, first_line
 
 logger = logging.getLogger("edgeprune")
 
@@ -124,7 +124,7 @@ def write_beside(checkpoint: Path, model: nn.Module, info) -> Path | None:
         return save_pt2(path, model, info)
     except Exception as e:  # torch.export fails in many ways; never fail the build for it
         logger.warning("did not write %s: torch.export cannot export this model (%s: %s)",
-                       path.name, type(e).__name__, _first_line(e))
+                       path.name, type(e).__name__, first_line(e))
         return None
 
 
@@ -199,7 +199,7 @@ def screen(path: Path, data: bytes) -> dict[str, str]:
                     for n, v in files.items() if n.startswith("extra/")}
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
             NotImplementedError, RuntimeError) as e:
-        raise EdgepruneError(f"{path} is corrupt or truncated ({_first_line(e)}); re-save or "
+        raise EdgepruneError(f"{path} is corrupt or truncated ({first_line(e)}); re-save or "
                              "re-download it") from None
 
 
@@ -231,7 +231,7 @@ def _json(path: Path, raw: bytes, what: str):
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as e:
-        raise EdgepruneError(f"{path}: {what} is not valid JSON ({_first_line(e)})") from None
+        raise EdgepruneError(f"{path}: {what} is not valid JSON ({first_line(e)})") from None
 
 
 def _check_payloads(path: Path, raw: bytes, prefix: str) -> None:
@@ -261,7 +261,7 @@ def _check_sample_inputs(path: Path, raw: bytes) -> None:
         torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as e:  # the weights-only unpickler raises many types on hostile input
         raise EdgepruneError(f"{path}: the archive's sample inputs are not plain tensors "
-                             f"({_first_line(e)[:100]}); edgeprune does not unpickle "
+                             f"({first_line(e)[:100]}); edgeprune does not unpickle "
                              "them") from None
 
 
@@ -332,7 +332,7 @@ def _load_program(path: Path, data: bytes):
         raise
     except Exception as e:  # the deserializer raises many types on a damaged program
         raise EdgepruneError(f"{path}: torch.export cannot load the program "
-                             f"({type(e).__name__}: {_first_line(e)[:140]}); re-export it "
+                             f"({type(e).__name__}: {first_line(e)[:140]}); re-export it "
                              "with this version of torch") from None
 
 
@@ -418,11 +418,6 @@ def _info(path: Path, info, program):
                              f"but the program takes {shape}")
     info.input_shape = info.input_shape or shape
     return info
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:160] if text else type(e).__name__
 
 
 # ---------------------------------------------------------------- costs

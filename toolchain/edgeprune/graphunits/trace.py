@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import fx, nn
 
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import EdgepruneError, first_line
 
 _LEAVES: list[type[nn.Module]] = []
 
@@ -47,9 +47,8 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> fx.GraphModule:
     try:
         graph = _UnitTracer().trace(model)
     except Exception as e:  # FX raises many types (TraceError, TypeError, RuntimeError …)
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EdgepruneError(
-            f"torch.fx cannot trace this model ({type(e).__name__}: {reason[:160]}), so its "
+            f"torch.fx cannot trace this model ({type(e).__name__}: {first_line(e)}), so its "
             "skip-units cannot be found; make its forward traceable (no Python control flow on "
             "tensor values), or skip pruning: save it with torch.export (a .pt2 archive, which "
             "needs no Python class) and run with `--method none`") from None
