@@ -139,7 +139,7 @@ class BuildConfig:
 
 def _check_quantize(config) -> None:
     """Names in the quantize options that would only fail at the quantize stage, checked now."""
-    from edgeprune.quantize.calibration import METHODS, load_recipe
+    from edgeprune.quantize.calibration import METHODS, check_calibration_spec, load_recipe
     from edgeprune.quantize.int8 import FLAVOURS
 
     if config.int8_flavour != "auto" and config.int8_flavour not in FLAVOURS:
@@ -148,10 +148,8 @@ def _check_quantize(config) -> None:
     if config.calibration_method is not None and config.calibration_method not in METHODS:
         raise EdgepruneError(f"unknown calibration method {config.calibration_method!r}; choose "
                              f"one of: {', '.join(METHODS)}")
-    if config.calibration_data is not None and not config.calibration_data.startswith("calib:"):
-        raise EdgepruneError(f"unknown calibration data {config.calibration_data!r}; give "
-                             "calib:DIR (a folder of unlabeled images), or leave it out to "
-                             "calibrate on --data's train split")
+    if config.calibration_data is not None:
+        check_calibration_spec(config.calibration_data)
     if config.recipe is not None:
         load_recipe(config.recipe).with_overrides(
             samples=config.calibration_samples, method=config.calibration_method,
@@ -368,9 +366,9 @@ def stage_load(ctx: Context) -> Loaded:
 
 
 def _calibrates_without_data(cfg: BuildConfig) -> bool:
-    """int8 asked for with a calib:DIR folder: it needs no --data (accuracy is then not
-    measured)."""
-    return cfg.precision == "int8" and bool(cfg.quantize.get("calibration_data"))
+    from edgeprune.quantize.calibration import calibrates_without_data
+
+    return calibrates_without_data(cfg.precision, cfg.quantize.get("calibration_data"))
 
 
 def _resolve(ctx: Context, loaded, has_data: bool) -> Resolution:

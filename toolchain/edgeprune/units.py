@@ -100,7 +100,9 @@ EXPORTED_NO_UNITS = (
 
 def refuse_exported(model: nn.Module) -> None:
     """A one-line error for unit pruning of a torch.export program."""
-    if getattr(model, "edgeprune_exported", False):
+    from edgeprune.pt2 import is_exported
+
+    if is_exported(model):
         from edgeprune.errors import EdgepruneError
 
         raise EdgepruneError(EXPORTED_NO_UNITS)

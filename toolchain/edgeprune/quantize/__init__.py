@@ -256,10 +256,11 @@ def quantize_model(loaded, fp32_onnx: Path, data, precision: str, target, out_di
     ``out_dir``; merge its entry into ``out_dir/quantize.json``."""
     from edgeprune.checkpoint import data_for_model
     from edgeprune.precision import get_precision
+    from edgeprune.quantize.calibration import calibrates_without_data
 
     precision = get_precision(precision).name
-    if data is None and get_precision(precision).needs_data and not (
-            precision == "int8" and config.calibration_data):
+    if data is None and get_precision(precision).needs_data and \
+            not calibrates_without_data(precision, config.calibration_data):
         raise EdgepruneError(f"{precision} needs data (calibration or fine-tuning): pass --data "
                              "SPEC")
     if data is not None:

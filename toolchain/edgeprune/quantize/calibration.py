@@ -120,15 +120,25 @@ def load_recipe(name_or_path: str) -> CalibrationRecipe:
 CALIB_PREFIX = "calib:"
 
 
+def check_calibration_spec(spec: str) -> None:
+    """A ``calib:DIR`` spec's form (no file is read): one-line errors."""
+    if not spec.startswith(CALIB_PREFIX):
+        raise EdgepruneError(f"unknown calibration data {spec!r}; give calib:DIR (a folder of "
+                             "unlabeled images), or leave it out to calibrate on --data's "
+                             "train split")
+
+
+def calibrates_without_data(precision: str, calibration_data: str | None) -> bool:
+    """int8 from a calib:DIR folder needs no --data (its accuracy is then not measured)."""
+    return precision == "int8" and bool(calibration_data)
+
+
 def calibration_folder(spec: str) -> Path:
     """The folder of a ``calib:DIR`` spec, checked to exist and hold images (one-line errors).
     Run before any work, and again when the images are read."""
     from edgeprune.imagefiles import find_images
 
-    if not spec.startswith(CALIB_PREFIX):
-        raise EdgepruneError(f"unknown calibration data {spec!r}; give calib:DIR (a folder of "
-                             "unlabeled images), or leave it out to calibrate on --data's "
-                             "train split")
+    check_calibration_spec(spec)
     arg = spec[len(CALIB_PREFIX):]
     if not arg:
         raise EdgepruneError(f"calibration data {spec!r} needs a folder, e.g. calib:./images")
