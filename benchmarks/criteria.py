@@ -152,12 +152,12 @@ class SeedState:
 def fixed_k_sets(model, data, k: int, seed: int, mi_ctx, n_best: int) -> dict[str, list[int]]:
     """Baselines removing exactly k units (``mi_ctx``: a stage context with MI scores)."""
     from edgeprune.prune.evaluate import GatedScorer
-    from edgeprune.prune.methods import l1_norm
+    from edgeprune.prune.methods import l1_norms
 
     units = mi_ctx.units
     m = len(units)
     mi = mi_ctx.mi()
-    norms = [l1_norm(u) for u in units]
+    norms = l1_norms(mi_ctx.model, units)  # by unit index, as the l1 method ranks them
     costs = mi_ctx.single_costs()
     out = {
         "l1": sorted(sorted(range(m), key=lambda i: (norms[i], i))[:k]),

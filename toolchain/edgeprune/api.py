@@ -284,13 +284,7 @@ def build_model(config: BuildConfig, *, resume: bool = False,
     object with rich Progress's add_task/update/advance), finished stages to ``on_stage``."""
     from edgeprune.build import run_build
 
-    # strings become paths; anything else is left for the build's own checks to refuse in one line
-    if isinstance(config.model, str):
-        config.model = Path(config.model)
-    if isinstance(config.out, str):
-        config.out = Path(config.out)
-    if isinstance(config.target_file, str):
-        config.target_file = Path(config.target_file)
+    _paths(config)
     state = run_build(config, resume=resume, log=on_log or _log,
                       progress=progress or CallbackProgress(on_progress), on_stage=on_stage)
     return BuildResult(config.out, state)
@@ -308,8 +302,14 @@ def build_targets(config: BuildConfig, *, resume: bool = False,
 
     if isinstance(config.target, (list, tuple)):
         config.target = ",".join(config.target)
+    _paths(config)
+    return run_targets(config, resume=resume, log=on_log or _log,
+                       progress=progress or CallbackProgress(on_progress), on_stage=on_stage)
+
+
+def _paths(config: BuildConfig) -> None:
+    """Strings given for the config's paths become paths; anything else is left for the
+    build's own checks to refuse in one line."""
     for name in ("model", "out", "target_file", "reuse_pruning"):
         if isinstance(getattr(config, name), str):
             setattr(config, name, Path(getattr(config, name)))
-    return run_targets(config, resume=resume, log=on_log or _log,
-                       progress=progress or CallbackProgress(on_progress), on_stage=on_stage)
