@@ -39,6 +39,7 @@ def test_prunes_once_and_profiles_each_target(two_targets):
     assert (first / "stages").is_dir() and not (second / "stages").exists()  # pruned once
     assert output.count("pruned with mspic") == 1 and "pruning reused from" in output
     assert (second / "mspic.png").is_file()  # the MI plot travels with the pruning
+    assert (first / "pruned.pt2").read_bytes() == (second / "pruned.pt2").read_bytes()
     nano = json.loads((second / "report.json").read_text())
     assert nano["pruning"]["reused_from"] == str(first)
     assert nano["target"]["name"] == "jetson-nano"

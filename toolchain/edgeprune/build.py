@@ -456,7 +456,8 @@ def reused_pruning(cfg: BuildConfig) -> BuildState:
 
 
 def _reuse_pruning(ctx: Context) -> Pruned:
-    """The earlier build's pruned checkpoint, MI record and plot, copied in: no pruning again."""
+    """The earlier build's pruned checkpoint (and its .pt2), MI record and plot, copied in: no
+    pruning again."""
     import shutil
 
     state = reused_pruning(ctx.cfg)
@@ -466,7 +467,7 @@ def _reuse_pruning(ctx: Context) -> Pruned:
                              "prune again (leave --reuse-pruning out)")
     pruned = state.results["prune"]
     shutil.copyfile(src.resolve(pruned.checkpoint), ctx.out / BuildDir.PRUNED)
-    for name in (BuildDir.MSPIC_JSON, BuildDir.MSPIC_PNG):
+    for name in (BuildDir.PRUNED_PT2, BuildDir.MSPIC_JSON, BuildDir.MSPIC_PNG):
         if (src / name).is_file():
             shutil.copyfile(src / name, ctx.out / name)
     ctx.log(f"pruning reused from {src.root} (same model, data and options): "
