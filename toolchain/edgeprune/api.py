@@ -100,8 +100,7 @@ def load(path: str | Path, *, trust_model: bool = False, arch: str | None = None
     from edgeprune import normalization
     from edgeprune.checkpoint import arch_spec, load_model
 
-    mean, std = normalization.parse(mean, "--mean"), normalization.parse(std, "--std")
-    normalization.check(mean, std)  # before the file is read
+    mean, std = normalization.parse_pair(mean, std)  # before the file is read
     loaded = load_model(path, trust_model=trust_model,
                         arch=arch_spec(arch, num_classes, input_size))
     normalization.apply_to_model(loaded, mean, std)

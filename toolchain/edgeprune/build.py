@@ -83,9 +83,7 @@ class BuildConfig:
         from edgeprune.config import check_range, check_type, field_types
         from edgeprune.precision import AUTO, get_precision
 
-        self.mean, self.std = (normalization.parse(self.mean, "--mean"),
-                               normalization.parse(self.std, "--std"))
-        normalization.check(self.mean, self.std)
+        self.mean, self.std = normalization.parse_pair(self.mean, self.std)
         types = field_types(BuildConfig)
         for f in fields(self):
             check_type(getattr(self, f.name), types[f.name], f.name)

@@ -41,6 +41,14 @@ def parse(value: str | Sequence[float] | None, flag: str) -> list[float] | None:
     return out
 
 
+def parse_pair(mean, std) -> tuple[list[float] | None, list[float] | None]:
+    """``--mean`` and ``--std`` as given (strings, lists or None), parsed and checked as a
+    pair, before any file is read."""
+    mean, std = parse(mean, "--mean"), parse(std, "--std")
+    check(mean, std)
+    return mean, std
+
+
 def check(mean: Sequence[float] | None, std: Sequence[float] | None,
           channels: int | None = None) -> None:
     """Both or neither; one value or one per channel; std positive."""

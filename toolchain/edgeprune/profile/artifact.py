@@ -40,8 +40,7 @@ def run_profile(cfg: ProfileConfig, log=print) -> dict:
     from edgeprune.build import BuildConfig, BuildDir, run_build
     from edgeprune.config import check_range
 
-    mean, std = normalization.parse(cfg.mean, "--mean"), normalization.parse(cfg.std, "--std")
-    normalization.check(mean, std)
+    mean, std = normalization.parse_pair(cfg.mean, cfg.std)
     artifact = Path(cfg.artifact)
     check_range("batch", cfg.batch)
     if cfg.precision is not None:
@@ -84,7 +83,9 @@ def _accuracy(onnx_path: Path, spec: str, log, mean=None, std=None) -> float:
 
     data = load_dataset(spec)
     if mean is not None:
-        data = data.with_normalization(mean, std, "--mean/--std")
+        from edgeprune.normalization import SOURCE_USER
+
+        data = data.with_normalization(mean, std, SOURCE_USER)
     acc = onnx_accuracy(onnx_path, data, "test")
     log(f"test accuracy under ONNX Runtime: {100 * acc:.2f}%")
     return acc

@@ -283,9 +283,11 @@ def normalization_section(model: dict | None) -> list[tuple]:
 
 def normalization_origin(source) -> str:
     """Where the mean/std came from, in words (edgeprune.normalization)."""
-    if not source or source == "checkpoint":
+    from edgeprune.normalization import SOURCE_CHECKPOINT, SOURCE_USER
+
+    if not source or source == SOURCE_CHECKPOINT:
         return "the checkpoint (the model file stores them)"
-    if source == "--mean/--std":
+    if source == SOURCE_USER:
         return "--mean/--std (the model file stores none)"
     return (f"{source} (the data's default: the model file stores none and no --mean/--std "
             "was given)")
